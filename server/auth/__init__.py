@@ -1,0 +1,1 @@
+"""Identity: e-mail one-time codes, access and refresh tokens, devices."""

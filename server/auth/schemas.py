@@ -1,0 +1,59 @@
+"""Request and response bodies of the auth endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class EmailStart(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+
+
+class EmailVerify(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{6}$")]
+    device_name: DeviceName
+
+
+class RefreshGrant(msgspec.Struct, forbid_unknown_fields=True):
+    grant_type: Literal["refresh_token"]
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Accepted(msgspec.Struct):
+    status: str = "accepted"
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user_id: uuid.UUID
+    device_id: uuid.UUID
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+
+class Me(msgspec.Struct):
+    user_id: uuid.UUID
+    email: str
+    created_at: datetime
+    device_id: uuid.UUID
+
+
+class DeviceOut(msgspec.Struct):
+    device_id: uuid.UUID
+    name: str
+    created_at: datetime
+    last_seen_at: datetime
+    current: bool
+
+
+class DeviceList(msgspec.Struct):
+    devices: list[DeviceOut]

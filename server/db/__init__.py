@@ -1,0 +1,1 @@
+"""Storage plumbing shared by every domain: engine, sessions, models, schema checks."""

@@ -1,0 +1,1 @@
+"""Domain-free helpers: secrets and tokens, JWTs, rate limits, client addresses, time."""

@@ -1,0 +1,1 @@
+"""Operator plumbing: health and readiness, Prometheus metrics, structured logs."""
