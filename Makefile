@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint install
+.PHONY: run test lint install services
 
 $(BIN)/session-sync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: install
 	$(BIN)/ruff format --check server client_sdk migrations tests bench
 	$(BIN)/mypy
 
-## test: lint, then the whole suite against Postgres and Redis (see tests/README.md)
-test: lint
+## services: make sure Postgres and Redis answer, starting local ones if they are stopped
+services:
+	bash scripts/ensure-services.sh
+
+## test: lint, then the whole suite against real Postgres, Redis and SMTP (see tests/README.md)
+test: lint services
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -156,6 +156,9 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         error: AppError = ValidationFailed(
             _validation_detail(exc.detail, errors), errors=_public_errors(errors)
         )
+    elif exc.status_code == 400:
+        # Litestar's own 400s are all about the request's shape: malformed JSON and the like.
+        error = ValidationFailed(exc.detail)
     else:
         cls = _BY_STATUS.get(exc.status_code)
         if cls is None or cls is RateLimited:

@@ -8,7 +8,8 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from server.auth.guards import provide_auth_service, provide_principal
@@ -33,7 +34,11 @@ class AuthController(Controller):
 
     @post("/email/start", status_code=HTTP_202_ACCEPTED)
     async def email_start(
-        self, data: EmailStart, request: Request[Any, Any, Any], state: State, auth: AuthService
+        self,
+        data: JSONBody[EmailStart],
+        request: Request[Any, Any, Any],
+        state: State,
+        auth: NamedDependency[AuthService],
     ) -> Accepted:
         """Mail a one-time code. The answer is the same whether or not the address has an
         account; a new address gets its account when the code is verified."""
@@ -42,14 +47,20 @@ class AuthController(Controller):
 
     @post("/email/verify", status_code=HTTP_200_OK)
     async def email_verify(
-        self, data: EmailVerify, request: Request[Any, Any, Any], state: State, auth: AuthService
+        self,
+        data: JSONBody[EmailVerify],
+        request: Request[Any, Any, Any],
+        state: State,
+        auth: NamedDependency[AuthService],
     ) -> TokenPair:
         """Exchange a code for tokens of a new device."""
         client = client_of(request, state.settings)
         return await auth.verify_email(data.email, data.code, data.device_name, client)
 
     @post("/token", status_code=HTTP_200_OK)
-    async def token(self, request: Request[Any, Any, Any], auth: AuthService) -> TokenPair:
+    async def token(
+        self, request: Request[Any, Any, Any], auth: NamedDependency[AuthService]
+    ) -> TokenPair:
         """OAuth 2 token endpoint (JSON or form body): the `refresh_token` grant."""
         grant = await _read_grant(request)
         return await auth.refresh(grant.refresh_token)
@@ -59,7 +70,9 @@ class AuthController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         dependencies={"principal": Provide(provide_principal)},
     )
-    async def logout(self, principal: Principal, auth: AuthService) -> None:
+    async def logout(
+        self, principal: NamedDependency[Principal], auth: NamedDependency[AuthService]
+    ) -> None:
         """Sign this device out: its access and refresh tokens stop working."""
         await auth.revoke(principal, principal.device_id, "logout")
 
@@ -84,16 +97,23 @@ class MeController(Controller):
     }
 
     @get("/")
-    async def me(self, principal: Principal, auth: AuthService) -> Me:
+    async def me(
+        self, principal: NamedDependency[Principal], auth: NamedDependency[AuthService]
+    ) -> Me:
         return await auth.me(principal)
 
     @get("/devices")
-    async def devices(self, principal: Principal, auth: AuthService) -> DeviceList:
+    async def devices(
+        self, principal: NamedDependency[Principal], auth: NamedDependency[AuthService]
+    ) -> DeviceList:
         return await auth.devices(principal)
 
     @delete("/devices/{device_id:uuid}", status_code=HTTP_204_NO_CONTENT)
     async def revoke_device(
-        self, device_id: uuid.UUID, principal: Principal, auth: AuthService
+        self,
+        device_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        auth: NamedDependency[AuthService],
     ) -> None:
         """Sign one of your devices out; its tokens stop working on every replica."""
         await auth.revoke(principal, device_id, "revoked")

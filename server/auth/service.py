@@ -75,7 +75,8 @@ class AuthService:
     async def verify_email(self, email: str, code: str, device_name: str, client: str) -> TokenPair:
         await self._limit_ip("otp-verify", client)
         email = normalize_email(email)
-        fail_key = "otp-fail:" + self._address_key(email)
+        address_key = self._address_key(email)
+        fail_key = "otp-fail:" + address_key
         if await self.limiter.count(fail_key) >= self.settings.otp_daily_failures:
             raise InvalidCode("too many wrong codes for this address today; try tomorrow")
         now, max_attempts = utcnow(), self.settings.otp_max_attempts
@@ -95,6 +96,8 @@ class AuthService:
         if wrong:
             await self.limiter.hit(fail_key, self.settings.otp_daily_failures, DAY)
             raise InvalidCode()
+        # The code reached its owner: signing in another device need not wait out the interval.
+        await self.limiter.reset("otp-send:" + address_key)
         return pair
 
     # -- tokens --------------------------------------------------------------------------

@@ -23,6 +23,9 @@ class Limiter(Protocol):
     async def count(self, key: str) -> int:
         """The events counted in the current window, without counting one."""
 
+    async def reset(self, key: str) -> None:
+        """Forget the key's window."""
+
 
 class MemoryLimiter:
     """For the single-process embedded default; counters die with the process."""
@@ -47,6 +50,9 @@ class MemoryLimiter:
         count, reset = self._windows.get(key, (0, 0.0))
         return count if reset > time.monotonic() else 0
 
+    async def reset(self, key: str) -> None:
+        self._windows.pop(key, None)
+
     def _purge(self, now: float) -> None:
         self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
 
@@ -70,3 +76,6 @@ class RedisLimiter:
     async def count(self, key: str) -> int:
         value = await self._redis.get(self._prefix + key)
         return int(value or 0)
+
+    async def reset(self, key: str) -> None:
+        await self._redis.delete(self._prefix + key)
