@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from server.config import ConfigError, Settings
 
 
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         code: int = args.run(settings, args)
-    except ConfigError as exc:
+    except (ConfigError, ValidationError) as exc:
         print(f"session-sync: configuration error: {exc}", file=sys.stderr)
         return 2
     return code

@@ -10,6 +10,7 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,7 +52,8 @@ class Settings(BaseSettings):
         None,
         description="`smtp://[user:pw@]host[:port]` (STARTTLS when offered; add "
         "`?starttls=require` to insist), `smtps://...` (implicit TLS) or "
-        "`smtp+plain://...` (never TLS, loopback only). Unset: codes go to the log "
+        "`smtp+plain://...` (never TLS: a mail catcher on a private network). "
+        "Add `?verify=false` to accept a self-signed certificate. Unset: codes go to the log "
         "(development mode).",
     )
     smtp_from: str = Field(
@@ -107,6 +109,15 @@ class Settings(BaseSettings):
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_form(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in {"smtp", "smtps", "smtp+plain"} or not parts.hostname:
+                raise ValueError("must look like smtp://[user:pw@]host[:port] (or smtps://)")
         return value
 
     @field_validator("public_url")

@@ -9,6 +9,7 @@ AppError
  │    └── RefreshReused    401 refresh-token-reused
  ├── Forbidden             403 forbidden
  ├── NotFound              404 not-found
+ ├── MethodNotAllowed      405 method-not-allowed
  ├── Conflict              409 conflict
  ├── PayloadTooLarge       413 payload-too-large
  ├── UnsupportedMediaType  415 unsupported-media-type
@@ -78,6 +79,12 @@ class Unauthorized(AppError):
 class InvalidToken(Unauthorized):
     slug, title = "invalid-token", "The token is invalid, expired or revoked"
 
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            detail,
+            headers={"WWW-Authenticate": 'Bearer realm="session-sync", error="invalid_token"'},
+        )
+
 
 class InvalidCode(Unauthorized):
     slug, title = "invalid-code", "The code is wrong, expired or used up"
@@ -122,6 +129,14 @@ class ServiceUnavailable(AppError):
     status, slug, title = 503, "service-unavailable", "A backing service is unavailable"
 
 
+class _Passthrough(BadRequest):
+    """A client error litestar raised that has no type of ours: keep its status."""
+
+    @staticmethod
+    def of(status: int) -> type[AppError]:
+        return type("ClientError", (BadRequest,), {"status": status})
+
+
 _BY_STATUS: dict[int, type[AppError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -162,7 +177,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     else:
         cls = _BY_STATUS.get(exc.status_code)
         if cls is None or cls is RateLimited:
-            cls = BadRequest if exc.status_code < 500 else ServiceUnavailable
+            cls = _Passthrough.of(exc.status_code) if exc.status_code < 500 else AppError
         error = cls(exc.detail if exc.status_code < 500 else None)
     headers = dict(getattr(exc, "headers", None) or {})
     error.headers.update({k: v for k, v in headers.items() if k.lower() == "allow"})

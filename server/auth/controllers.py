@@ -128,8 +128,10 @@ async def _read_grant(request: Request[Any, Any, Any]) -> RefreshGrant:
             raw = dict(await request.form())
         else:
             raise UnsupportedMediaType("send application/json or a form")
+        if not isinstance(raw, dict):
+            raise ValidationFailed("the body must be an object")
         if raw.get("grant_type") not in {"refresh_token"}:
             raise BadRequest("unsupported grant_type", error="unsupported_grant_type")
         return msgspec.convert(raw, RefreshGrant)
-    except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValidationFailed(str(exc)) from exc

@@ -22,7 +22,9 @@ class EmailVerify(msgspec.Struct, forbid_unknown_fields=True):
     device_name: DeviceName
 
 
-class RefreshGrant(msgspec.Struct, forbid_unknown_fields=True):
+class RefreshGrant(msgspec.Struct):
+    """OAuth clients send extra parameters (client_id, scope); they are ignored."""
+
     grant_type: Literal["refresh_token"]
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from server.config import ConfigError
+
 log = logging.getLogger("session_sync.mail")
 
 
@@ -47,7 +49,7 @@ class SmtpTransport:
     def __init__(self, url: str, sender: str, timeout: float) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"smtp", "smtps", "smtp+plain"} or not parts.hostname:
-            raise ValueError("SMTP URL must look like smtp://[user:pw@]host[:port]")
+            raise ConfigError("SESSION_SYNC_SMTP_URL must look like smtp://[user:pw@]host[:port]")
         query = parse_qs(parts.query)
         self.sender = sender
         self.timeout = timeout

@@ -47,4 +47,9 @@ class OpsController(Controller):
     @get("/metrics", include_in_schema=False)
     async def metrics(self, state: State) -> Response[bytes]:
         state.metrics.mail_queue.set(state.outbox.pending)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # CONTENT_TYPE_LATEST carries its charset already; litestar must not add another.
+        return Response(
+            generate_latest(state.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+            media_type=None,
+        )
