@@ -27,6 +27,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,  # the app logs each request by route template
         timeout_graceful_shutdown=10,
+        ws_max_size=settings.ws_max_frame + 1024,
+        ws_ping_interval=None,  # the protocol has its own heartbeats
     )
     return 0
 

@@ -18,19 +18,30 @@ from server.config import Settings
 from server.db.engine import create_engine, session_factory
 from server.errors import EXCEPTION_HANDLERS
 from server.kit.crypto import Keyring
+from server.kit.ephemeral import Ephemeral, MemoryEphemeral, RedisEphemeral
 from server.kit.jwt import JWTKeys
 from server.kit.mail import Outbox, transport_for
 from server.kit.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.ops.controllers import OpsController
 from server.ops.logs import configure_logging
 from server.ops.metrics import Metrics
+from server.sync.controllers import (
+    DocsController,
+    SettingsController,
+    SyncController,
+    TranscriptsController,
+)
+from server.sync.hub import Hub
+from server.sync.maintenance import Sockets
+from server.sync.service import SyncService
+from server.sync.tickets import Tickets
 
 
-def _broker(settings: Settings) -> tuple[Broker, Limiter]:
+def _broker(settings: Settings) -> tuple[Broker, Limiter, Ephemeral]:
     if settings.redis_url is None:
-        return MemoryBroker(), MemoryLimiter()
+        return MemoryBroker(), MemoryLimiter(), MemoryEphemeral()
     broker = RedisBroker(settings.redis_url)
-    return broker, RedisLimiter(broker.redis)
+    return broker, RedisLimiter(broker.redis), RedisEphemeral(broker.redis)
 
 
 def build_state(settings: Settings) -> State:
@@ -40,8 +51,12 @@ def build_state(settings: Settings) -> State:
     db = session_factory(engine)
     keyring = Keyring(settings.resolved_secret())
     jwt_keys = JWTKeys(keyring, settings.jwt_key_generation, settings.public_url)
-    broker, limiter = _broker(settings)
+    broker, limiter, ephemeral = _broker(settings)
     outbox = Outbox(transport_for(settings.smtp_url, settings.smtp_from, settings.smtp_timeout))
+    auth = AuthService(db, settings, keyring, jwt_keys, limiter, outbox)
+    sync: SyncService
+    hub = Hub(broker, lambda ids: sync.heads(ids), settings.sweep_interval)
+    sync = SyncService(db, settings, hub)
     return State(
         {
             "settings": settings,
@@ -50,7 +65,11 @@ def build_state(settings: Settings) -> State:
             "outbox": outbox,
             "jwt": jwt_keys,
             "metrics": Metrics(),
-            "auth": AuthService(db, settings, keyring, jwt_keys, limiter, outbox),
+            "auth": auth,
+            "sync": sync,
+            "hub": hub,
+            "tickets": Tickets(ephemeral, keyring, auth),
+            "sockets": Sockets(auth, sync, settings.ws_heartbeat),
         }
     )
 
@@ -60,9 +79,13 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     state = app.state
     await state.broker.start()
     await state.outbox.start()
+    await state.hub.start()
+    await state.sockets.start()
     try:
         yield
     finally:
+        await state.sockets.close()
+        await state.hub.close()
         await state.outbox.close()
         await state.broker.close()
         await state.engine.dispose()
@@ -73,7 +96,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level, settings.log_format)
     state = build_state(settings)
     return Litestar(
-        route_handlers=[OpsController, WellKnownController, AuthController, MeController],
+        route_handlers=[
+            OpsController,
+            WellKnownController,
+            AuthController,
+            MeController,
+            DocsController,
+            TranscriptsController,
+            SettingsController,
+            SyncController,
+        ],
         state=state,
         lifespan=[_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -101,6 +101,61 @@ class Settings(BaseSettings):
         description="Run migrations when `serve` starts. Unset: yes on the embedded SQLite "
         "default, no on an external database (run `session-sync migrate`).",
     )
+    # -- the sync log ---------------------------------------------------------------------
+    max_update_size: int = Field(
+        1024 * 1024, ge=64, description="Largest encrypted update, bytes (after base64 decoding)."
+    )
+    max_snapshot_size: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest encrypted snapshot, bytes."
+    )
+    max_chunk_size: int = Field(
+        1024 * 1024, ge=64, description="Largest encrypted transcript chunk, bytes."
+    )
+    max_batch: int = Field(1000, ge=1, description="Most updates in one push.")
+    storage_quota: int = Field(
+        1024**3, ge=1024, description="Bytes of updates and snapshots one user may store."
+    )
+    max_docs_per_user: int = Field(10_000, ge=1, description="Documents one user may own.")
+    push_rate: float = Field(200.0, gt=0, description="Updates per second one device may push.")
+    push_burst: int = Field(1000, ge=1, description="Burst allowance above that rate.")
+    snapshot_after_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="Ask a device for a snapshot once this many update bytes follow the last.",
+    )
+    snapshot_after_updates: int = Field(
+        5000, ge=1, description="... or once this many updates follow the last snapshot."
+    )
+    snapshot_lease: int = Field(
+        60, ge=1, description="Seconds one device has to write a requested snapshot."
+    )
+    snapshot_grace: int = Field(
+        600,
+        ge=0,
+        description="Seconds before the updates a snapshot covers are pruned, so that a "
+        "device in the middle of catching up is not cut off.",
+    )
+    ws_max_frame: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest websocket frame accepted, bytes."
+    )
+    ws_send_queue: int = Field(
+        1024,
+        ge=8,
+        description="Frames queued for one socket; a client that falls further behind is "
+        "disconnected (close code 4009) and catches up when it reconnects.",
+    )
+    ws_heartbeat: int = Field(
+        25, ge=1, description="Seconds between heartbeats; silence for two is a dead socket."
+    )
+    presence_interval: float = Field(
+        0.05, gt=0, description="Presence is relayed at most once per this many seconds."
+    )
+    sweep_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between checks of subscribed documents' heads against the "
+        "database, which catches bells lost with a Redis outage.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("text", description="Log line format.")
 

@@ -54,3 +54,25 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     assert body["type"] == f"urn:session-sync:problem:{slug}", body
     assert body["status"] == status
     return body
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def updates(*payloads: bytes, prefix: str = "u", key_version: int = 1) -> dict[str, Any]:
+    """A push body with client update ids ``prefix0``, ``prefix1``, ..."""
+    return {
+        "updates": [
+            {"client_update_id": f"{prefix}{n}", "key_version": key_version, "ciphertext": b64(p)}
+            for n, p in enumerate(payloads)
+        ]
+    }
+
+
+async def new_doc(client: httpx.AsyncClient, tokens: dict[str, Any], kind: str = "canvas") -> str:
+    r = await client.post("/v1/docs", json={"kind": kind}, headers=bearer(tokens))
+    assert r.status_code == 201, r.text
+    return str(r.json()["doc_id"])

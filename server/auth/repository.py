@@ -150,3 +150,10 @@ async def spend_refresh(session: AsyncSession, token_id: uuid.UUID, now: datetim
         .values(spent_at=now)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def revoked_among(session: AsyncSession, device_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await session.scalars(
+        select(Device.id).where(Device.id.in_(device_ids), Device.revoked_at.is_not(None))
+    )
+    return set(rows)

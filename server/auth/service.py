@@ -128,14 +128,24 @@ class AuthService:
             claims = self.jwt.verify_access(access_token)
         except TokenError as exc:
             raise InvalidToken() from exc
+        who = Principal(claims.user_id, claims.device_id)
+        await self.check_device(who)
+        return who
+
+    async def check_device(self, who: Principal) -> None:
+        """Raise InvalidToken unless the device is still signed in; note that it was seen."""
         now = utcnow()
         async with self.db.begin() as session:
-            device = await repo.get_device(session, claims.user_id, claims.device_id)
+            device = await repo.get_device(session, who.user_id, who.device_id)
             if device is None or device.revoked_at is not None:
                 raise InvalidToken()
             if now - device.last_seen_at > LAST_SEEN_RESOLUTION:
                 await repo.touch_device(session, device.id, now)
-        return Principal(claims.user_id, claims.device_id)
+
+    async def revoked_among(self, device_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these devices have been signed out (for closing their live sockets)."""
+        async with self.db.begin() as session:
+            return await repo.revoked_among(session, device_ids)
 
     async def _issue(
         self, session: AsyncSession, user_id: uuid.UUID, device_id: uuid.UUID

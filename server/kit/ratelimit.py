@@ -79,3 +79,26 @@ class RedisLimiter:
 
     async def reset(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
+
+
+class TokenBuckets:
+    """Per-key token buckets in this process: ``rate`` per second, up to ``burst`` saved."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, n: int = 1) -> float:
+        """Take ``n`` tokens: 0.0 if granted, else the seconds until they would be."""
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
+        if tokens >= n:
+            if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+                self._buckets.clear()  # forgetting grants a fresh burst, never a denial
+            self._buckets[key] = (tokens - n, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (n - tokens) / self.rate

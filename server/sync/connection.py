@@ -1,0 +1,385 @@
+"""One websocket connection: its state machine, its bounded send queue, and its document
+subscriptions with their cursors. Transport-neutral: it talks to a ``Channel``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from server.auth.service import AuthService, Principal
+from server.config import Settings
+from server.errors import AppError, Unauthorized
+from server.sync import protocol as p
+from server.sync.hub import Hub
+from server.sync.repository import Row
+from server.sync.schemas import UpdateOut
+from server.sync.service import SyncService
+from server.sync.tickets import Tickets
+
+log = logging.getLogger("session_sync.sync")
+
+HELLO_TIMEOUT = 10.0
+CATCH_UP_PAGE = 1000
+MAX_BAD_FRAMES = 10
+
+
+class Channel(Protocol):
+    """What the connection needs of a websocket."""
+
+    async def receive(self) -> bytes | str | None:
+        """The next message; None once the peer has gone."""
+
+    async def send(self, data: bytes | str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class State(enum.Enum):
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Closed(Exception):
+    def __init__(self, code: p.CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Connection:
+    def __init__(
+        self,
+        channel: Channel,
+        codec: p.Codec,
+        settings: Settings,
+        auth: AuthService,
+        tickets: Tickets,
+        sync: SyncService,
+        hub: Hub,
+    ) -> None:
+        self.channel, self.codec, self.settings = channel, codec, settings
+        self.auth, self.tickets, self.sync, self.hub = auth, tickets, sync, hub
+        self.state = State.AUTHENTICATING
+        self.principal: Principal | None = None
+        self.subscriptions: dict[uuid.UUID, DocSubscription] = {}
+        self._queue: asyncio.Queue[bytes | str | None] = asyncio.Queue(settings.ws_send_queue)
+        self._close: Closed | None = None
+        self._last_heard = time.monotonic()
+        self._bad_frames = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def device_id(self) -> uuid.UUID | None:
+        return self.principal.device_id if self.principal else None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_forever(), name="ws-writer")
+        try:
+            self.principal = await self._hello()
+            self.state = State.OPEN
+            self.send(
+                p.Welcome(
+                    self.principal.user_id,
+                    self.principal.device_id,
+                    self.settings.ws_heartbeat,
+                    self.settings.ws_max_frame,
+                )
+            )
+            self.spawn(self._heartbeat_forever())
+            await self._read_forever()
+        except Closed as closed:
+            self._close = self._close or closed
+        finally:
+            self.state = State.CLOSING
+            for task in list(self._tasks):
+                task.cancel()
+            for doc_id, sub in list(self.subscriptions.items()):
+                await self.hub.leave(doc_id, sub)
+            self.subscriptions.clear()
+            await self._drain_and_close(writer)
+            self.state = State.CLOSED
+
+    def kill(self, code: p.CloseCode, reason: str) -> None:
+        """Close from anywhere, without waiting: the writer sends the close."""
+        if self._close is None:
+            self._close = Closed(code, reason)
+        self.state = State.CLOSING
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        for task in list(self._tasks):
+            task.cancel()
+        self._reader_cancel()
+
+    def _reader_cancel(self) -> None:
+        task = getattr(self, "_reader_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _drain_and_close(self, writer: asyncio.Task[None]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(writer, 5)
+        except (TimeoutError, asyncio.CancelledError):
+            writer.cancel()
+        closed = self._close or Closed(p.CloseCode.NORMAL, "bye")
+        with contextlib.suppress(Exception):
+            await self.channel.close(int(closed.code), closed.reason)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send(self, frame: p.ServerFrame) -> None:
+        """Queue a frame; a client whose queue is full is too slow and is disconnected."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        try:
+            self._queue.put_nowait(self.codec.encode(frame))
+        except asyncio.QueueFull:
+            self.kill(p.CloseCode.TOO_SLOW, "send queue full; reconnect and catch up")
+
+    async def _write_forever(self) -> None:
+        while (data := await self._queue.get()) is not None:
+            await self.channel.send(data)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def _receive(self) -> bytes | str:
+        data = await self.channel.receive()
+        if data is None:
+            raise Closed(p.CloseCode.NORMAL, "peer left")
+        if len(data) > self.settings.ws_max_frame:
+            raise Closed(p.CloseCode.FRAME_TOO_LARGE, "frame too large")
+        self._last_heard = time.monotonic()
+        return data
+
+    async def _hello(self) -> Principal:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                data = await self._receive()
+        except TimeoutError:
+            raise Closed(p.CloseCode.HELLO_TIMEOUT, "send hello first") from None
+        try:
+            frame = self.codec.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise Closed(p.CloseCode.MALFORMED, "the first frame must be hello") from None
+        if not isinstance(frame, p.Hello):
+            raise Closed(p.CloseCode.MALFORMED, "the first frame must be hello")
+        if frame.protocol != p.PROTOCOL_VERSION:
+            raise Closed(p.CloseCode.UNSUPPORTED_PROTOCOL, f"speak protocol {p.PROTOCOL_VERSION}")
+        try:
+            if frame.token.startswith(Tickets.PREFIX):
+                return await self.tickets.redeem(frame.token)
+            return await self.auth.authenticate(frame.token)
+        except Unauthorized:
+            raise Closed(p.CloseCode.UNAUTHORIZED, "invalid or expired token") from None
+
+    async def _read_forever(self) -> None:
+        self._reader_task = asyncio.current_task()
+        while True:
+            data = await self._receive()
+            try:
+                frame = self.codec.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._bad_frame(str(exc))
+                continue
+            await self._dispatch(frame)
+
+    def _bad_frame(self, detail: str) -> None:
+        self._bad_frames += 1
+        if self._bad_frames > MAX_BAD_FRAMES:
+            raise Closed(p.CloseCode.POLICY, "too many malformed frames")
+        self.send(p.ErrorFrame("validation-failed", detail[:300]))
+
+    async def _dispatch(self, frame: p.ClientFrame) -> None:
+        match frame:
+            case p.Push():
+                await self._push(frame)
+            case p.Subscribe():
+                await self._subscribe(frame)
+            case p.Unsubscribe():
+                sub = self.subscriptions.pop(frame.doc, None)
+                if sub is not None:
+                    await self.hub.leave(frame.doc, sub)
+            case p.PresenceIn():
+                sub = self.subscriptions.get(frame.doc)
+                if sub is None:
+                    self.send(p.ErrorFrame("not-found", "subscribe first", doc=frame.doc))
+                else:
+                    sub.share_presence(frame.data)
+            case p.Ping():
+                self.send(p.Pong(frame.ref))
+            case p.Pong():
+                pass
+            case p.Hello():
+                self._bad_frame("already authenticated")
+
+    async def _push(self, frame: p.Push) -> None:
+        assert self.principal is not None  # noqa: S101 - set before the read loop starts
+        try:
+            appended = await self.sync.push(self.principal, frame.doc, frame.updates)
+        except AppError as exc:
+            retry = exc.headers.get("Retry-After")
+            self.send(
+                p.ErrorFrame(
+                    exc.slug,
+                    str(exc.detail or exc.title),
+                    ref=frame.ref,
+                    doc=frame.doc,
+                    retry_after=float(retry) if retry else None,
+                )
+            )
+            return
+        out = appended.out
+        self.send(p.Ack(frame.doc, frame.ref, out.seqs, out.head))
+        if out.snapshot_requested:
+            self.send(p.SnapshotRequest(frame.doc, out.head, self.settings.snapshot_lease))
+
+    async def _subscribe(self, frame: p.Subscribe) -> None:
+        assert self.principal is not None  # noqa: S101 - set before the read loop starts
+        if frame.doc in self.subscriptions:
+            self.send(p.ErrorFrame("conflict", "subscribed already", doc=frame.doc))
+            return
+        try:
+            await self.sync.authorize(self.principal, frame.doc)
+        except AppError as exc:
+            self.send(p.ErrorFrame(exc.slug, str(exc.detail or exc.title), doc=frame.doc))
+            return
+        sub = DocSubscription(self, frame.doc, frame.after)
+        self.subscriptions[frame.doc] = sub
+        await sub.start()
+
+    # -- liveness -----------------------------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.settings.ws_heartbeat
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_heard > 2 * interval:
+                self.kill(p.CloseCode.HEARTBEAT_TIMEOUT, "no frame for two heartbeats")
+                return
+            self.send(p.Ping())
+
+
+class DocSubscription:
+    """A connection's view of one document: everything up to ``cursor`` has been sent, in
+    order, once. Live offers that follow the cursor go straight out; anything else (a gap, a
+    bell without rows, a catch-up in progress) is read from the database under a lock."""
+
+    def __init__(self, conn: Connection, doc_id: uuid.UUID, after: int) -> None:
+        self.conn, self.doc_id, self.cursor = conn, doc_id, after
+        self._lock = asyncio.Lock()
+        self._pending = 0  # catch-ups queued or running; live offers wait behind them
+        self._presence_out: bytes | None = None
+        self._presence_at = 0.0
+
+    async def start(self) -> None:
+        """Join the bell first, then send the backlog: nothing can fall in between."""
+        self._pending += 1
+        try:
+            async with self._lock:
+                await self.conn.hub.join(self.doc_id, self)
+                head = await self._send_backlog()
+        finally:
+            self._pending -= 1
+        self.conn.send(p.Subscribed(self.doc_id, max(head, self.cursor)))
+
+    async def _send_backlog(self) -> int:
+        while True:
+            page = await self.conn.sync.page(None, self.doc_id, self.cursor, CATCH_UP_PAGE)
+            if page.snapshot is not None:
+                snap = page.snapshot
+                self.conn.send(
+                    p.SnapshotFrame(self.doc_id, snap.upto_seq, snap.key_version, snap.ciphertext)
+                )
+                self.cursor = snap.upto_seq
+            if page.updates:
+                self.conn.send(p.Updates(self.doc_id, page.updates, page.head))
+                self.cursor = page.updates[-1].seq
+            if not page.has_more:
+                return page.head
+
+    # -- the Listener protocol of the hub -----------------------------------------------
+
+    def offer(self, head: int, rows: Sequence[Row]) -> None:
+        if head <= self.cursor:
+            return
+        if not self._pending and rows and rows[0].seq <= self.cursor + 1 and rows[-1].seq == head:
+            self._emit([r for r in rows if r.seq > self.cursor])
+            return
+        self._pending += 1
+        self.conn.spawn(self._catch_up(head))
+
+    def gone(self) -> None:
+        self.conn.send(p.Gone(self.doc_id, "deleted"))
+        self.conn.subscriptions.pop(self.doc_id, None)
+        self.conn.spawn(self.conn.hub.leave(self.doc_id, self))
+
+    def presence(self, device: uuid.UUID, data: bytes) -> None:
+        if device != self.conn.device_id:
+            self.conn.send(p.PresenceOut(self.doc_id, device, data))
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _catch_up(self, head: int) -> None:
+        try:
+            async with self._lock:
+                while self.cursor < head:
+                    rows = await self.conn.sync.read_log(self.doc_id, self.cursor, CATCH_UP_PAGE)
+                    if not rows:
+                        break
+                    self._emit(rows)
+        finally:
+            self._pending -= 1
+
+    def _emit(self, rows: Sequence[Row]) -> None:
+        """Send rows that follow the cursor. A device's own updates are not echoed: it
+        holds them already, and its acks carry their seqs."""
+        own = self.conn.device_id
+        out = [
+            UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext)
+            for r in rows
+            if r.device_id != own
+        ]
+        if out:
+            self.conn.send(p.Updates(self.doc_id, out, rows[-1].seq))
+        self.cursor = rows[-1].seq
+
+    def share_presence(self, data: bytes) -> None:
+        """Relay at most one presence per interval; in between, the newest one wins."""
+        interval = self.conn.settings.presence_interval
+        now = time.monotonic()
+        if self._presence_out is None and now - self._presence_at >= interval:
+            self._presence_at = now
+            self.conn.spawn(self._relay_presence(data))
+            return
+        if self._presence_out is None:
+            self.conn.spawn(self._flush_presence(self._presence_at + interval - now))
+        self._presence_out = data
+
+    async def _flush_presence(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        data, self._presence_out = self._presence_out, None
+        if data is not None:
+            self._presence_at = time.monotonic()
+            await self._relay_presence(data)
+
+    async def _relay_presence(self, data: bytes) -> None:
+        device = self.conn.device_id
+        if device is not None:
+            await self.conn.hub.presence(self.doc_id, device, data)

@@ -1,0 +1,286 @@
+"""HTTP and websocket routes of the sync core: documents, updates, snapshots, transcripts,
+settings, and the live socket."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, WebSocket, delete, get, post, put, websocket
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from server.auth.guards import provide_principal
+from server.auth.service import Principal
+from server.kit.http import decode_body, negotiated
+from server.sync import protocol as p
+from server.sync.connection import Connection
+from server.sync.schemas import (
+    DocCreate,
+    DocList,
+    DocOut,
+    PushIn,
+    PushOut,
+    SettingIn,
+    SettingKey,
+    SettingList,
+    SettingWrite,
+    SnapshotIn,
+    Ticket,
+    UpdateIn,
+)
+from server.sync.service import TRANSCRIPT, SyncService
+
+After = Annotated[int, Parameter(ge=0, description="Return updates with seq > after")]
+Limit = Annotated[int, Parameter(ge=1, le=5000, description="At most this many updates")]
+
+
+def provide_sync(state: State) -> SyncService:
+    service: SyncService = state.sync
+    return service
+
+
+SIGNED_IN = {
+    "sync": Provide(provide_sync, sync_to_thread=False),
+    "principal": Provide(provide_principal),
+}
+
+
+class DocsController(Controller):
+    path = "/v1/docs"
+    tags = ["documents"]
+    dependencies = SIGNED_IN
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create(
+        self,
+        data: JSONBody[DocCreate],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> DocOut:
+        """Start syncing a document (opt-in per canvas). Repeating it with the same id is a
+        no-op."""
+        return await sync.create(principal, data.kind, data.doc_id)
+
+    @get("/")
+    async def list_docs(
+        self, principal: NamedDependency[Principal], sync: NamedDependency[SyncService]
+    ) -> DocList:
+        return await sync.list_docs(principal)
+
+    @get("/{doc_id:uuid}")
+    async def get_doc(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> DocOut:
+        return await sync.get(principal, doc_id)
+
+    @delete("/{doc_id:uuid}", status_code=HTTP_204_NO_CONTENT)
+    async def delete_doc(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> None:
+        """Delete the document with its whole log; live subscribers are told it is gone."""
+        await sync.delete(principal, doc_id)
+
+    @post("/{doc_id:uuid}/updates", status_code=HTTP_200_OK)
+    async def push(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> PushOut:
+        """Append a batch (JSON or msgpack); answers seqs in order, after commit. A repeated
+        client_update_id answers its original seq and stores nothing."""
+        body = await decode_body(request, PushIn)
+        return (await sync.push(principal, doc_id, body.updates)).out
+
+    @get("/{doc_id:uuid}/updates")
+    async def updates(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+        after: FromQuery[After] = 0,
+        limit: FromQuery[Limit] = 1000,
+    ) -> Response[Any]:
+        """Catch up: the newest snapshot first where it covers `after`, then updates in seq
+        order. `Accept: application/msgpack` for the compact binary form."""
+        page = await sync.page(principal, doc_id, after, limit)
+        return negotiated(request, page)
+
+    @put("/{doc_id:uuid}/snapshot", request_max_body_size=100 * 1024 * 1024)
+    async def put_snapshot(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> DocOut:
+        """Store a snapshot replacing every update up to upto_seq (JSON or msgpack)."""
+        body = await decode_body(request, SnapshotIn)
+        return await sync.put_snapshot(principal, doc_id, body)
+
+    @get("/{doc_id:uuid}/snapshot")
+    async def get_snapshot(
+        self,
+        doc_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> Response[Any]:
+        return negotiated(request, await sync.get_snapshot(principal, doc_id))
+
+
+class ChunkIn(msgspec.Struct, forbid_unknown_fields=True):
+    client_chunk_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    key_version: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    ciphertext: bytes
+
+
+class ChunksIn(msgspec.Struct, forbid_unknown_fields=True):
+    chunks: Annotated[list[ChunkIn], msgspec.Meta(min_length=1)]
+
+
+class ChunkOut(msgspec.Struct):
+    seq: int
+    device_id: uuid.UUID
+    key_version: int
+    ciphertext: bytes
+
+
+class ChunkPage(msgspec.Struct):
+    chunks: list[ChunkOut]
+    head: int
+    has_more: bool
+
+
+class TranscriptsController(Controller):
+    path = "/v1/transcripts"
+    tags = ["transcripts"]
+    dependencies = SIGNED_IN
+
+    @post("/{transcript_id:uuid}/chunks", status_code=HTTP_200_OK)
+    async def append(
+        self,
+        transcript_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> PushOut:
+        """Append encrypted chunks to a transcript (a document of kind `transcript`)."""
+        body = await decode_body(request, ChunksIn)
+        updates = [UpdateIn(c.client_chunk_id, c.key_version, c.ciphertext) for c in body.chunks]
+        return (await sync.push(principal, transcript_id, updates, TRANSCRIPT)).out
+
+    @get("/{transcript_id:uuid}/chunks")
+    async def read(
+        self,
+        transcript_id: FromPath[uuid.UUID],
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+        after: FromQuery[After] = 0,
+        limit: FromQuery[Limit] = 1000,
+    ) -> Response[Any]:
+        page = await sync.page(principal, transcript_id, after, limit, TRANSCRIPT)
+        chunks = [ChunkOut(u.seq, u.device_id, u.key_version, u.ciphertext) for u in page.updates]
+        return negotiated(request, ChunkPage(chunks, page.head, page.has_more))
+
+
+class SettingsController(Controller):
+    path = "/v1/settings"
+    tags = ["settings"]
+    dependencies = SIGNED_IN
+
+    @get("/")
+    async def list_settings(
+        self, principal: NamedDependency[Principal], sync: NamedDependency[SyncService]
+    ) -> SettingList:
+        return await sync.settings_list(principal)
+
+    @put("/{key:str}")
+    async def put_setting(
+        self,
+        key: FromPath[SettingKey],
+        data: JSONBody[SettingIn],
+        principal: NamedDependency[Principal],
+        sync: NamedDependency[SyncService],
+    ) -> SettingWrite:
+        """Last write wins by (hlc, device id). A stale write changes nothing and answers
+        the current winner with `applied: false`."""
+        return await sync.put_setting(principal, key, data)
+
+
+class SyncController(Controller):
+    path = "/v1/sync"
+    tags = ["sync"]
+
+    @post(
+        "/ticket", status_code=HTTP_200_OK, dependencies={"principal": Provide(provide_principal)}
+    )
+    async def ticket(self, principal: NamedDependency[Principal], state: State) -> Ticket:
+        """A single-use ticket, valid 30 s, for the websocket's hello frame."""
+        ticket: Ticket = await state.tickets.mint(principal)
+        return ticket
+
+    @websocket("/")
+    async def socket(self, socket: WebSocket[Any, Any, Any], state: State) -> None:
+        """The live socket; see docs/spec/protocol.md."""
+        offered = [
+            s.strip()
+            for s in socket.headers.get("sec-websocket-protocol", "").split(",")
+            if s.strip()
+        ]
+        subprotocol = p.choose_subprotocol(offered)
+        await socket.accept(subprotocols=subprotocol)
+        connection = Connection(
+            _Channel(socket),
+            p.Codec(subprotocol),
+            state.settings,
+            state.auth,
+            state.tickets,
+            state.sync,
+            state.hub,
+        )
+        state.sockets.add(connection)
+        try:
+            await connection.run()
+        finally:
+            state.sockets.discard(connection)
+
+
+class _Channel:
+    """The litestar socket as the connection's Channel."""
+
+    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
+        self.socket = socket
+
+    async def receive(self) -> bytes | str | None:
+        try:
+            message = await self.socket.receive()
+        except WebSocketDisconnect:
+            return None
+        if message["type"] != "websocket.receive":
+            return None
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def send(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            await self.socket.send_text(data)
+        else:
+            await self.socket.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.socket.close(code, reason)

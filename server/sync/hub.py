@@ -1,0 +1,186 @@
+"""Fan-out on one replica: which local subscriptions listen to which document, and the bells
+that tell every replica a document has a new head.
+
+A bell carries the document id, the new head and, when small, the new updates themselves, so
+that other replicas can deliver without reading the database. It is only ever a hint: each
+subscription tracks its own cursor and reads from the database whatever a bell did not bring
+(a gap, a lost bell, a Redis restart). Postgres is the truth; Redis is the bell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from server.broker import Broker, Subscription
+from server.sync.repository import Row
+
+log = logging.getLogger("session_sync.sync")
+
+CHANNEL_PREFIX = "ssync:doc:"
+INLINE_LIMIT = 256 * 1024  # updates larger than this in total travel by database, not bell
+
+Reader = Callable[[uuid.UUID, int, int], Awaitable[list[Row]]]
+Heads = Callable[[Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
+
+
+class Listener(Protocol):
+    """A local subscription to one document (see ``server.sync.connection``)."""
+
+    def offer(self, head: int, rows: Sequence[Row]) -> None:
+        """New updates up to ``head``; ``rows`` may be empty or partial."""
+
+    def gone(self) -> None:
+        """The document was deleted."""
+
+    def presence(self, device: uuid.UUID, data: bytes) -> None:
+        """Another device's encrypted presence (cursor, selection) in this document."""
+
+
+class Bell(msgspec.Struct, array_like=True):
+    replica: bytes
+    doc: bytes
+    head: int
+    rows: list[tuple[int, bytes, int, bytes]] | None = None  # seq, device, key version, ct
+    deleted: bool = False
+    presence: tuple[bytes, bytes] | None = None  # device, ciphertext: relayed, never stored
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Bell).decode
+
+
+class Hub:
+    def __init__(self, broker: Broker, heads: Heads, sweep_interval: float) -> None:
+        self.replica = uuid.uuid4()
+        self._broker = broker
+        self._heads = heads
+        self._sweep_interval = sweep_interval
+        self._listeners: defaultdict[uuid.UUID, set[Listener]] = defaultdict(set)
+        self._subscriptions: dict[uuid.UUID, Subscription] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def documents(self) -> int:
+        return len(self._listeners)
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sync-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for sub in list(self._subscriptions.values()):
+            with contextlib.suppress(Exception):
+                await sub.close()
+        self._subscriptions.clear()
+
+    async def join(self, doc_id: uuid.UUID, listener: Listener) -> None:
+        self._listeners[doc_id].add(listener)
+        if doc_id not in self._subscriptions:
+            self._subscriptions[doc_id] = await self._broker.subscribe(
+                CHANNEL_PREFIX + str(doc_id), self._on_bell
+            )
+
+    async def leave(self, doc_id: uuid.UUID, listener: Listener) -> None:
+        listeners = self._listeners.get(doc_id)
+        if listeners is None:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self._listeners[doc_id]
+            sub = self._subscriptions.pop(doc_id, None)
+            if sub is not None:
+                await sub.close()
+
+    async def committed(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
+        """After a commit: deliver to local listeners, then ring the other replicas.
+
+        A failed publish is logged, never raised: the write is durable and acknowledged, and
+        the other replicas find it on their next sweep."""
+        self._deliver(doc_id, head, rows)
+        inline = sum(len(r.ciphertext) for r in rows) <= INLINE_LIMIT
+        bell = Bell(
+            self.replica.bytes,
+            doc_id.bytes,
+            head,
+            [(r.seq, r.device_id.bytes, r.key_version, r.ciphertext) for r in rows]
+            if inline
+            else None,
+        )
+        await self._ring(doc_id, bell)
+
+    async def deleted(self, doc_id: uuid.UUID) -> None:
+        self._gone(doc_id)
+        await self._ring(doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, deleted=True))
+
+    async def presence(self, doc_id: uuid.UUID, device: uuid.UUID, data: bytes) -> None:
+        self._presence(doc_id, device, data)
+        await self._ring(
+            doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, presence=(device.bytes, data))
+        )
+
+    async def _ring(self, doc_id: uuid.UUID, bell: Bell) -> None:
+        try:
+            await self._broker.publish(CHANNEL_PREFIX + str(doc_id), _encode(bell))
+        except Exception as exc:
+            log.warning("bell not rung (%s); other replicas will catch up", type(exc).__name__)
+
+    async def _on_bell(self, _channel: str, data: bytes) -> None:
+        try:
+            bell = _decode(data)
+        except msgspec.DecodeError:
+            log.warning("malformed bell ignored")
+            return
+        if bell.replica == self.replica.bytes:
+            return
+        doc_id = uuid.UUID(bytes=bell.doc)
+        if bell.presence is not None:
+            self._presence(doc_id, uuid.UUID(bytes=bell.presence[0]), bell.presence[1])
+            return
+        if bell.deleted:
+            self._gone(doc_id)
+            return
+        rows = [Row(s, uuid.UUID(bytes=d), k, c) for s, d, k, c in bell.rows or ()]
+        self._deliver(doc_id, bell.head, rows)
+
+    def _deliver(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
+        for listener in list(self._listeners.get(doc_id, ())):
+            listener.offer(head, rows)
+
+    def _presence(self, doc_id: uuid.UUID, device: uuid.UUID, data: bytes) -> None:
+        for listener in list(self._listeners.get(doc_id, ())):
+            listener.presence(device, data)
+
+    def _gone(self, doc_id: uuid.UUID) -> None:
+        for listener in list(self._listeners.get(doc_id, ())):
+            listener.gone()
+
+    async def sweep(self) -> None:
+        """Compare every subscribed document's head with the database; offer what is new."""
+        doc_ids = list(self._listeners)
+        for start in range(0, len(doc_ids), 500):
+            batch = doc_ids[start : start + 500]
+            found = await self._heads(batch)
+            for doc_id in batch:
+                if doc_id in found:
+                    self._deliver(doc_id, found[doc_id], ())
+                else:  # deleted while its bell was lost
+                    self._gone(doc_id)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep failed")

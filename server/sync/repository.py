@@ -1,0 +1,269 @@
+"""All SQL of the sync core. Every query on a document goes through ``owned_doc`` (or takes
+a document the caller got from it), so that another owner's id is simply not found."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.dialect import insert_or_ignore
+from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One stored update, as the log hands it out."""
+
+    seq: int
+    device_id: uuid.UUID
+    key_version: int
+    ciphertext: bytes
+
+
+# -- documents --------------------------------------------------------------------------
+
+
+async def owned_doc(
+    session: AsyncSession, user_id: uuid.UUID, doc_id: uuid.UUID, *, lock: bool = False
+) -> Document | None:
+    """The tenant-scoping helper: the document if ``user_id`` owns it. ``lock`` takes the
+    row lock that orders writers of the document until the transaction ends."""
+    query = select(Document).where(Document.id == doc_id, Document.owner_user_id == user_id)
+    if lock:
+        query = query.with_for_update()
+    return await session.scalar(query.execution_options(populate_existing=True))
+
+
+async def add_doc(
+    session: AsyncSession, doc_id: uuid.UUID, user_id: uuid.UUID, kind: str, now: datetime
+) -> bool:
+    """Create the document; False if the id exists already (whoever owns it)."""
+    result = await session.execute(
+        insert_or_ignore(
+            session,
+            Document.__table__,
+            id=doc_id,
+            owner_user_id=user_id,
+            kind=kind,
+            created_at=now,
+            head_seq=0,
+            bytes_total=0,
+            bytes_since_snapshot=0,
+            updates_since_snapshot=0,
+            snapshot_seq=0,
+        )
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def doc_exists(session: AsyncSession, doc_id: uuid.UUID) -> bool:
+    return (await session.scalar(select(Document.id).where(Document.id == doc_id))) is not None
+
+
+async def list_docs(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Document]:
+    result = await session.scalars(
+        select(Document).where(Document.owner_user_id == user_id).order_by(Document.created_at)
+    )
+    return result.all()
+
+
+async def usage(session: AsyncSession, user_id: uuid.UUID) -> tuple[int, int]:
+    """(documents, bytes stored) of a user."""
+    count, total = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(Document.bytes_total), 0)).where(
+                Document.owner_user_id == user_id
+            )
+        )
+    ).one()
+    return int(count), int(total)
+
+
+async def delete_doc(session: AsyncSession, doc: Document) -> None:
+    await session.execute(delete(DocUpdate).where(DocUpdate.doc_id == doc.id))
+    await session.execute(delete(DocSnapshot).where(DocSnapshot.doc_id == doc.id))
+    await session.execute(delete(Document).where(Document.id == doc.id))
+
+
+async def heads(session: AsyncSession, doc_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = await session.execute(
+        select(Document.id, Document.head_seq).where(Document.id.in_(doc_ids))
+    )
+    return {doc_id: int(head) for doc_id, head in rows}
+
+
+# -- the update log ---------------------------------------------------------------------
+
+
+async def seqs_of(
+    session: AsyncSession, doc_id: uuid.UUID, client_ids: Sequence[str]
+) -> dict[str, int]:
+    rows = await session.execute(
+        select(DocUpdate.client_update_id, DocUpdate.seq).where(
+            DocUpdate.doc_id == doc_id, DocUpdate.client_update_id.in_(client_ids)
+        )
+    )
+    return {cid: int(seq) for cid, seq in rows}
+
+
+async def append(
+    session: AsyncSession, doc: Document, rows: list[dict[str, Any]], now: datetime
+) -> None:
+    """Insert rows whose seqs follow ``doc.head_seq`` and raise the head; the caller holds
+    the document's row lock. One executemany: the ORM's unit of work costs too much here."""
+    added = sum(len(r["ciphertext"]) for r in rows)
+    await session.execute(
+        insert(DocUpdate), [r | {"doc_id": doc.id, "created_at": now} for r in rows]
+    )
+    await session.execute(
+        update(Document)
+        .where(Document.id == doc.id)
+        .values(
+            head_seq=Document.head_seq + len(rows),
+            bytes_total=Document.bytes_total + added,
+            bytes_since_snapshot=Document.bytes_since_snapshot + added,
+            updates_since_snapshot=Document.updates_since_snapshot + len(rows),
+        )
+    )
+
+
+async def lease_snapshot(
+    session: AsyncSession, doc_id: uuid.UUID, device_id: uuid.UUID, now: datetime, until: datetime
+) -> bool:
+    """Give the device the job of writing the next snapshot, unless another holds it."""
+    result = await session.execute(
+        update(Document)
+        .where(
+            Document.id == doc_id,
+            (Document.snapshot_lease_until.is_(None)) | (Document.snapshot_lease_until < now),
+        )
+        .values(snapshot_lease_device=device_id, snapshot_lease_until=until)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def read_updates(
+    session: AsyncSession, doc_id: uuid.UUID, after: int, limit: int
+) -> list[Row]:
+    result = await session.execute(
+        select(DocUpdate.seq, DocUpdate.device_id, DocUpdate.key_version, DocUpdate.ciphertext)
+        .where(DocUpdate.doc_id == doc_id, DocUpdate.seq > after)
+        .order_by(DocUpdate.seq)
+        .limit(limit)
+    )
+    return [Row(int(s), d, int(k), bytes(c)) for s, d, k, c in result]
+
+
+# -- snapshots --------------------------------------------------------------------------
+
+
+async def latest_snapshot(session: AsyncSession, doc_id: uuid.UUID) -> DocSnapshot | None:
+    return await session.scalar(
+        select(DocSnapshot)
+        .where(DocSnapshot.doc_id == doc_id)
+        .order_by(DocSnapshot.upto_seq.desc())
+        .limit(1)
+    )
+
+
+async def add_snapshot(
+    session: AsyncSession, doc: Document, snapshot: DocSnapshot, covered_bytes: int
+) -> None:
+    session.add(snapshot)
+    await session.execute(
+        update(Document)
+        .where(Document.id == doc.id)
+        .values(
+            snapshot_seq=snapshot.upto_seq,
+            bytes_total=Document.bytes_total + len(snapshot.ciphertext),
+            bytes_since_snapshot=Document.bytes_since_snapshot - covered_bytes,
+            updates_since_snapshot=Document.head_seq - snapshot.upto_seq,
+            snapshot_lease_device=None,
+            snapshot_lease_until=None,
+        )
+    )
+
+
+async def bytes_upto(session: AsyncSession, doc_id: uuid.UUID, after: int, upto: int) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(func.length(DocUpdate.ciphertext)), 0)).where(
+            DocUpdate.doc_id == doc_id, DocUpdate.seq > after, DocUpdate.seq <= upto
+        )
+    )
+    return int(total or 0)
+
+
+async def due_snapshots(session: AsyncSession, now: datetime, limit: int) -> Sequence[DocSnapshot]:
+    result = await session.scalars(
+        select(DocSnapshot)
+        .where(DocSnapshot.pruned.is_(False), DocSnapshot.prune_after <= now)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def prune(session: AsyncSession, snapshot: DocSnapshot) -> int:
+    """Drop the updates and older snapshots a snapshot replaces; the bytes freed."""
+    doc_id, upto = snapshot.doc_id, snapshot.upto_seq
+    freed = await bytes_upto(session, doc_id, 0, upto)
+    freed += int(
+        await session.scalar(
+            select(func.coalesce(func.sum(func.length(DocSnapshot.ciphertext)), 0)).where(
+                DocSnapshot.doc_id == doc_id, DocSnapshot.upto_seq < upto
+            )
+        )
+        or 0
+    )
+    await session.execute(
+        delete(DocUpdate).where(DocUpdate.doc_id == doc_id, DocUpdate.seq <= upto)
+    )
+    await session.execute(
+        delete(DocSnapshot).where(DocSnapshot.doc_id == doc_id, DocSnapshot.upto_seq < upto)
+    )
+    await session.execute(
+        update(DocSnapshot)
+        .where(DocSnapshot.doc_id == doc_id, DocSnapshot.upto_seq == upto)
+        .values(pruned=True)
+    )
+    await session.execute(
+        update(Document)
+        .where(Document.id == doc_id)
+        .values(bytes_total=Document.bytes_total - freed)
+    )
+    return freed
+
+
+# -- settings registers -----------------------------------------------------------------
+
+
+async def settings_of(session: AsyncSession, user_id: uuid.UUID) -> Sequence[SettingRegister]:
+    result = await session.scalars(
+        select(SettingRegister)
+        .where(SettingRegister.user_id == user_id)
+        .order_by(SettingRegister.key)
+    )
+    return result.all()
+
+
+async def setting(
+    session: AsyncSession, user_id: uuid.UUID, key: str, *, lock: bool = False
+) -> SettingRegister | None:
+    query = select(SettingRegister).where(
+        SettingRegister.user_id == user_id, SettingRegister.key == key
+    )
+    if lock:
+        query = query.with_for_update()
+    return await session.scalar(query.execution_options(populate_existing=True))
+
+
+async def insert_setting(session: AsyncSession, register: SettingRegister) -> bool:
+    """Insert a new register; False when a concurrent writer created it first."""
+    values = {c.name: getattr(register, c.key) for c in SettingRegister.__table__.columns}
+    result = await session.execute(insert_or_ignore(session, SettingRegister.__table__, **values))
+    return bool(getattr(result, "rowcount", 0) == 1)

@@ -1,0 +1,336 @@
+"""The rules of the sync log: ownership, limits, idempotent ordered appends, catch-up pages,
+snapshots and their pruning, transcripts, and last-write-wins settings."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.auth.service import Principal
+from server.config import Settings
+from server.db.models import DocSnapshot, Document, SettingRegister
+from server.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
+from server.kit.clock import utcnow
+from server.kit.ratelimit import TokenBuckets
+from server.sync import repository as repo
+from server.sync.hub import Hub
+from server.sync.repository import Row
+from server.sync.schemas import (
+    DocList,
+    DocOut,
+    PushOut,
+    SettingIn,
+    SettingList,
+    SettingOut,
+    SettingWrite,
+    SnapshotIn,
+    SnapshotOut,
+    UpdateIn,
+    UpdateOut,
+    UpdatePage,
+)
+
+LOG_KINDS = frozenset({"canvas", "settings"})
+TRANSCRIPT = frozenset({"transcript"})
+MAX_PAGE = 5000
+SETTING_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class QuotaExceeded(PayloadTooLarge):
+    slug, title = "quota-exceeded", "The storage or document quota is used up"
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    out: PushOut
+    rows: list[Row]  # only those stored by this call
+
+
+def doc_out(doc: Document) -> DocOut:
+    return DocOut(doc.id, doc.kind, doc.created_at, doc.head_seq, doc.snapshot_seq, doc.bytes_total)
+
+
+def setting_out(reg: SettingRegister) -> SettingOut:
+    return SettingOut(
+        reg.key, reg.hlc, reg.device_id, reg.key_version, reg.ciphertext, reg.updated_at
+    )
+
+
+class SyncService:
+    def __init__(self, db: async_sessionmaker[AsyncSession], settings: Settings, hub: Hub) -> None:
+        self.db, self.settings, self.hub = db, settings, hub
+        self._push_buckets = TokenBuckets(settings.push_rate, settings.push_burst)
+
+    # -- documents ----------------------------------------------------------------------
+
+    async def create(self, who: Principal, kind: str, doc_id: uuid.UUID | None) -> DocOut:
+        """Create a document; creating the same id again for the same owner is a no-op."""
+        doc_id = doc_id or uuid.uuid4()
+        async with self.db.begin() as session:
+            count, _ = await repo.usage(session, who.user_id)
+            if count >= self.settings.max_docs_per_user:
+                raise QuotaExceeded(f"at most {self.settings.max_docs_per_user} documents")
+            if not await repo.add_doc(session, doc_id, who.user_id, kind, utcnow()):
+                doc = await repo.owned_doc(session, who.user_id, doc_id)
+                if doc is None or doc.kind != kind:
+                    raise Conflict("that document id is taken")
+                return doc_out(doc)
+            return doc_out(await self._doc(session, who, doc_id))
+
+    async def list_docs(self, who: Principal) -> DocList:
+        async with self.db.begin() as session:
+            return DocList([doc_out(d) for d in await repo.list_docs(session, who.user_id)])
+
+    async def get(self, who: Principal, doc_id: uuid.UUID) -> DocOut:
+        async with self.db.begin() as session:
+            return doc_out(await self._doc(session, who, doc_id))
+
+    async def delete(self, who: Principal, doc_id: uuid.UUID) -> None:
+        async with self.db.begin() as session:
+            await repo.delete_doc(session, await self._doc(session, who, doc_id, lock=True))
+        await self.hub.deleted(doc_id)
+
+    async def authorize(self, who: Principal, doc_id: uuid.UUID) -> Document:
+        """The document, if ``who`` may read and write it; else NotFound."""
+        async with self.db.begin() as session:
+            return await self._doc(session, who, doc_id)
+
+    # -- the update log -----------------------------------------------------------------
+
+    async def push(
+        self,
+        who: Principal,
+        doc_id: uuid.UUID,
+        updates: Sequence[UpdateIn],
+        kinds: frozenset[str] = LOG_KINDS,
+    ) -> Appended:
+        """Append a batch in one transaction, answering after commit. A client update id
+        seen before gets its original seq back and stores nothing."""
+        self._check_batch(updates, kinds)
+        wait = self._push_buckets.take(str(who.device_id), len(updates))
+        if wait:
+            raise RateLimited(int(wait) + 1, "this device is pushing too fast")
+        now = utcnow()
+        async with self.db.begin() as session:
+            doc = await self._doc(session, who, doc_id, lock=True, kinds=kinds)
+            known = await repo.seqs_of(session, doc_id, [u.client_update_id for u in updates])
+            fresh, seqs, rows = self._assign(doc.head_seq, updates, known, who.device_id)
+            head, nbytes = doc.head_seq + len(fresh), sum(len(r.ciphertext) for r in rows)
+            requested = kinds is LOG_KINDS and await self._maybe_request_snapshot(
+                session, doc, who, len(fresh), nbytes
+            )
+            if fresh:
+                await self._check_quota(session, who, nbytes)
+                await repo.append(session, doc, fresh, now)
+        if rows:
+            await self.hub.committed(doc_id, head, rows)
+        return Appended(PushOut(seqs, head, requested), rows)
+
+    def _check_batch(self, updates: Sequence[UpdateIn], kinds: frozenset[str]) -> None:
+        limit = (
+            self.settings.max_chunk_size if kinds is TRANSCRIPT else self.settings.max_update_size
+        )
+        if len(updates) > self.settings.max_batch:
+            raise ValidationFailed(f"at most {self.settings.max_batch} updates per push")
+        for update in updates:
+            if len(update.ciphertext) > limit:
+                raise PayloadTooLarge(f"an update may hold at most {limit} bytes")
+        if len({u.client_update_id for u in updates}) != len(updates):
+            raise ValidationFailed("client_update_id repeats within the batch")
+
+    @staticmethod
+    def _assign(
+        head: int, updates: Sequence[UpdateIn], known: dict[str, int], device: uuid.UUID
+    ) -> tuple[list[dict[str, Any]], list[int], list[Row]]:
+        fresh: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        rows: list[Row] = []
+        for update in updates:
+            if update.client_update_id in known:
+                seqs.append(known[update.client_update_id])
+                continue
+            head += 1
+            seqs.append(head)
+            rows.append(Row(head, device, update.key_version, update.ciphertext))
+            fresh.append(
+                {
+                    "seq": head,
+                    "client_update_id": update.client_update_id,
+                    "device_id": device,
+                    "key_version": update.key_version,
+                    "ciphertext": update.ciphertext,
+                }
+            )
+        return fresh, seqs, rows
+
+    async def _check_quota(self, session: AsyncSession, who: Principal, adding: int) -> None:
+        # A soft quota: concurrent pushes of one user may overshoot it by a batch each.
+        _, used = await repo.usage(session, who.user_id)
+        if used + adding > self.settings.storage_quota:
+            raise QuotaExceeded(f"the storage quota of {self.settings.storage_quota} bytes is full")
+
+    async def _maybe_request_snapshot(
+        self, session: AsyncSession, doc: Document, who: Principal, added: int, nbytes: int
+    ) -> bool:
+        """Past a threshold, lease the next snapshot to the pushing device: it is connected
+        and holds the document up to the head. The lease keeps two devices from racing."""
+        s = self.settings
+        if (
+            doc.updates_since_snapshot + added < s.snapshot_after_updates
+            and doc.bytes_since_snapshot + nbytes < s.snapshot_after_bytes
+        ):
+            return False
+        now = utcnow()
+        until = now + timedelta(seconds=s.snapshot_lease)
+        return await repo.lease_snapshot(session, doc.id, who.device_id, now, until)
+
+    async def page(
+        self,
+        who: Principal | None,
+        doc_id: uuid.UUID,
+        after: int,
+        limit: int,
+        kinds: frozenset[str] = LOG_KINDS,
+    ) -> UpdatePage:
+        """Updates after ``after``; the newest snapshot first where it covers ``after``.
+        ``who`` None: an internal read for a subscription that was authorized already."""
+        limit = max(1, min(limit, MAX_PAGE))
+        async with self.db.begin() as session:
+            if who is None:
+                doc = await session.get(Document, doc_id)
+                if doc is None:
+                    raise NotFound("no such document")
+            else:
+                doc = await self._doc(session, who, doc_id, kinds=kinds)
+            snapshot = None
+            if kinds is LOG_KINDS and after < doc.snapshot_seq:
+                latest = await repo.latest_snapshot(session, doc_id)
+                if latest is not None and latest.upto_seq > after:
+                    snapshot = SnapshotOut(
+                        latest.upto_seq,
+                        latest.key_version,
+                        latest.ciphertext,
+                        latest.device_id,
+                        latest.created_at,
+                    )
+                    after = latest.upto_seq
+            rows = await repo.read_updates(session, doc_id, after, limit)
+        updates = [UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext) for r in rows]
+        last = updates[-1].seq if updates else after
+        return UpdatePage(snapshot, updates, doc.head_seq, last < doc.head_seq)
+
+    async def read_log(self, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
+        async with self.db.begin() as session:
+            return await repo.read_updates(session, doc_id, after, limit)
+
+    async def heads(self, doc_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        async with self.db.begin() as session:
+            return await repo.heads(session, doc_ids)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def put_snapshot(self, who: Principal, doc_id: uuid.UUID, body: SnapshotIn) -> DocOut:
+        if len(body.ciphertext) > self.settings.max_snapshot_size:
+            raise PayloadTooLarge(
+                f"a snapshot may hold at most {self.settings.max_snapshot_size} bytes"
+            )
+        now = utcnow()
+        async with self.db.begin() as session:
+            doc = await self._doc(session, who, doc_id, lock=True)
+            if body.upto_seq > doc.head_seq:
+                raise Conflict(f"upto_seq is past the head ({doc.head_seq})")
+            if body.upto_seq <= doc.snapshot_seq:
+                raise Conflict(f"a snapshot up to {doc.snapshot_seq} exists already")
+            await self._check_quota(session, who, len(body.ciphertext))
+            covered = await repo.bytes_upto(session, doc_id, doc.snapshot_seq, body.upto_seq)
+            snapshot = DocSnapshot(
+                doc_id=doc_id,
+                upto_seq=body.upto_seq,
+                device_id=who.device_id,
+                key_version=body.key_version,
+                ciphertext=body.ciphertext,
+                created_at=now,
+                prune_after=now + timedelta(seconds=self.settings.snapshot_grace),
+                pruned=False,
+            )
+            await repo.add_snapshot(session, doc, snapshot, covered)
+            await session.flush()
+            return doc_out(await self._doc(session, who, doc_id))
+
+    async def get_snapshot(self, who: Principal, doc_id: uuid.UUID) -> SnapshotOut:
+        async with self.db.begin() as session:
+            await self._doc(session, who, doc_id)
+            snap = await repo.latest_snapshot(session, doc_id)
+        if snap is None:
+            raise NotFound("this document has no snapshot yet")
+        return SnapshotOut(
+            snap.upto_seq, snap.key_version, snap.ciphertext, snap.device_id, snap.created_at
+        )
+
+    async def prune_due(self, limit: int = 100) -> int:
+        """Drop what snapshots past their grace period replace; the bytes freed."""
+        freed = 0
+        async with self.db.begin() as session:
+            for snapshot in await repo.due_snapshots(session, utcnow(), limit):
+                freed += await repo.prune(session, snapshot)
+        return freed
+
+    # -- settings -----------------------------------------------------------------------
+
+    async def settings_list(self, who: Principal) -> SettingList:
+        async with self.db.begin() as session:
+            return SettingList(
+                [setting_out(r) for r in await repo.settings_of(session, who.user_id)]
+            )
+
+    async def put_setting(self, who: Principal, key: str, body: SettingIn) -> SettingWrite:
+        """Last write wins by (hlc, device id); a stale write answers the winner."""
+        if not SETTING_KEY.fullmatch(key):
+            raise ValidationFailed("a setting key is 1-128 of A-Z a-z 0-9 . _ -")
+        if len(body.ciphertext) > self.settings.max_update_size:
+            raise PayloadTooLarge(
+                f"a setting may hold at most {self.settings.max_update_size} bytes"
+            )
+        candidate = SettingRegister(
+            user_id=who.user_id,
+            key=key,
+            hlc=body.hlc,
+            device_id=who.device_id,
+            key_version=body.key_version,
+            ciphertext=body.ciphertext,
+            updated_at=utcnow(),
+        )
+        async with self.db.begin() as session:
+            current = await repo.setting(session, who.user_id, key, lock=True)
+            if current is None and await repo.insert_setting(session, candidate):
+                return SettingWrite(True, setting_out(candidate))
+            current = current or await repo.setting(session, who.user_id, key, lock=True)
+            if current is None:
+                raise Conflict("the setting changed concurrently; retry")
+            if (body.hlc, str(who.device_id)) <= (current.hlc, str(current.device_id)):
+                return SettingWrite(False, setting_out(current))
+            for field in ("hlc", "device_id", "key_version", "ciphertext", "updated_at"):
+                setattr(current, field, getattr(candidate, field))
+            return SettingWrite(True, setting_out(current))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _doc(
+        self,
+        session: AsyncSession,
+        who: Principal,
+        doc_id: uuid.UUID,
+        *,
+        lock: bool = False,
+        kinds: frozenset[str] | None = None,
+    ) -> Document:
+        doc = await repo.owned_doc(session, who.user_id, doc_id, lock=lock)
+        if doc is None or (kinds is not None and doc.kind not in kinds):
+            raise NotFound("no such document")
+        return doc

@@ -1,0 +1,232 @@
+"""Documents and the update log over REST: ownership, order, idempotency, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+
+import msgspec
+from sqlalchemy import func, select
+
+from server.app import create_app
+from server.db.engine import create_engine, session_factory
+from server.db.models import DocUpdate
+from tests.conftest import app_client
+from tests.helpers import assert_problem, b64, bearer, new_doc, sign_in, updates
+
+
+async def stored_updates(settings) -> int:
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(DocUpdate)) or 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_documents_are_created_listed_and_deleted(client, smtp):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    listed = (await client.get("/v1/docs", headers=bearer(me))).json()["docs"]
+    assert [d["doc_id"] for d in listed] == [doc]
+    assert listed[0]["kind"] == "canvas" and listed[0]["head"] == 0
+    assert (await client.delete(f"/v1/docs/{doc}", headers=bearer(me))).status_code == 204
+    assert_problem(await client.get(f"/v1/docs/{doc}", headers=bearer(me)), 404, "not-found")
+
+
+async def test_a_client_chosen_id_is_idempotent(client, smtp):
+    me, other = await sign_in(client, smtp), await sign_in(client, smtp)
+    doc_id = str(uuid.uuid4())
+    for _ in range(2):
+        r = await client.post(
+            "/v1/docs", json={"kind": "canvas", "doc_id": doc_id}, headers=bearer(me)
+        )
+        assert r.status_code == 201 and r.json()["doc_id"] == doc_id
+    r = await client.post(
+        "/v1/docs", json={"kind": "canvas", "doc_id": doc_id}, headers=bearer(other)
+    )
+    assert_problem(r, 409, "conflict")
+
+
+async def test_appends_get_gapless_seqs_in_order(client, smtp):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    r = await client.post(
+        f"/v1/docs/{doc}/updates", json=updates(b"a", b"b", b"c"), headers=bearer(me)
+    )
+    assert r.status_code == 200
+    assert r.json()["seqs"] == [1, 2, 3] and r.json()["head"] == 3
+    r = await client.post(
+        f"/v1/docs/{doc}/updates", json=updates(b"d", prefix="v"), headers=bearer(me)
+    )
+    assert r.json()["seqs"] == [4]
+    page = (await client.get(f"/v1/docs/{doc}/updates?after=1", headers=bearer(me))).json()
+    assert [u["seq"] for u in page["updates"]] == [2, 3, 4]
+    assert [base64.b64decode(u["ciphertext"]) for u in page["updates"]] == [b"b", b"c", b"d"]
+    assert page["head"] == 4 and page["has_more"] is False and page["snapshot"] is None
+    assert page["updates"][0]["device_id"] == me["device_id"]
+    page = (await client.get(f"/v1/docs/{doc}/updates?after=0&limit=2", headers=bearer(me))).json()
+    assert [u["seq"] for u in page["updates"]] == [1, 2] and page["has_more"] is True
+
+
+async def test_a_repeated_client_update_id_stores_nothing(client, smtp, settings):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    first = await client.post(
+        f"/v1/docs/{doc}/updates", json=updates(b"a", b"b"), headers=bearer(me)
+    )
+    again = await client.post(
+        f"/v1/docs/{doc}/updates", json=updates(b"a", b"b", b"c"), headers=bearer(me)
+    )
+    assert first.json()["seqs"] == [1, 2]
+    assert again.json()["seqs"] == [1, 2, 3]
+    assert await stored_updates(settings) == 3
+
+
+async def test_twenty_concurrent_writers_get_unique_gapless_seqs(client, smtp):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+
+    async def writer(n: int) -> list[int]:
+        seqs = []
+        for k in range(5):
+            r = await client.post(
+                f"/v1/docs/{doc}/updates",
+                json=updates(f"{n}:{k}".encode(), prefix=f"w{n}-{k}-"),
+                headers=bearer(me),
+            )
+            assert r.status_code == 200, r.text
+            seqs += r.json()["seqs"]
+        return seqs
+
+    results = await asyncio.gather(*(writer(n) for n in range(20)))
+    every = sorted(s for seqs in results for s in seqs)
+    assert every == list(range(1, 101))
+    for seqs in results:
+        assert seqs == sorted(seqs)  # each writer's own updates in its order
+    page = (await client.get(f"/v1/docs/{doc}/updates?limit=1000", headers=bearer(me))).json()
+    assert [u["seq"] for u in page["updates"]] == list(range(1, 101))
+
+
+async def test_msgpack_catch_up_is_smaller_and_equal(client, smtp):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    payloads = [bytes([n]) * 300 for n in range(20)]
+    await client.post(f"/v1/docs/{doc}/updates", json=updates(*payloads), headers=bearer(me))
+    as_json = await client.get(f"/v1/docs/{doc}/updates", headers=bearer(me))
+    packed = await client.get(
+        f"/v1/docs/{doc}/updates", headers=bearer(me) | {"Accept": "application/msgpack"}
+    )
+    assert packed.headers["content-type"].startswith("application/msgpack")
+    decoded = msgspec.msgpack.decode(packed.content)
+    assert [u["ciphertext"] for u in decoded["updates"]] == payloads
+    assert len(packed.content) < 0.8 * len(as_json.content)
+
+
+async def test_msgpack_push_is_accepted(client, smtp):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    body = msgspec.msgpack.encode(
+        {"updates": [{"client_update_id": "m1", "key_version": 1, "ciphertext": b"\x00\xff"}]}
+    )
+    r = await client.post(
+        f"/v1/docs/{doc}/updates",
+        content=body,
+        headers=bearer(me) | {"Content-Type": "application/msgpack"},
+    )
+    assert r.status_code == 200 and r.json()["seqs"] == [1]
+
+
+async def test_another_users_documents_answer_404(client, smtp):
+    alice, bob = await sign_in(client, smtp), await sign_in(client, smtp)
+    doc = await new_doc(client, alice)
+    await client.post(f"/v1/docs/{doc}/updates", json=updates(b"secret"), headers=bearer(alice))
+    for method, path, body in [
+        ("GET", f"/v1/docs/{doc}", None),
+        ("DELETE", f"/v1/docs/{doc}", None),
+        ("GET", f"/v1/docs/{doc}/updates", None),
+        ("POST", f"/v1/docs/{doc}/updates", updates(b"x", prefix="evil")),
+        ("GET", f"/v1/docs/{doc}/snapshot", None),
+        (
+            "PUT",
+            f"/v1/docs/{doc}/snapshot",
+            {"upto_seq": 1, "key_version": 1, "ciphertext": b64(b"s")},
+        ),
+        ("GET", f"/v1/docs/{uuid.uuid4()}", None),
+    ]:
+        r = await client.request(method, path, json=body, headers=bearer(bob))
+        assert_problem(r, 404, "not-found")
+    assert [
+        d["doc_id"] for d in (await client.get("/v1/docs", headers=bearer(bob))).json()["docs"]
+    ] == []
+    page = (await client.get(f"/v1/docs/{doc}/updates", headers=bearer(alice))).json()
+    assert page["head"] == 1
+
+
+async def test_bad_updates_are_refused_and_store_nothing(make_settings, smtp):
+    settings = make_settings(max_update_size=1024, max_batch=3)
+    async with app_client(create_app(settings)) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        url, auth = f"/v1/docs/{doc}/updates", bearer(me)
+        assert_problem(
+            await client.post(url, json=updates(b"x" * 1025), headers=auth),
+            413,
+            "payload-too-large",
+        )
+        assert_problem(
+            await client.post(url, json=updates(b"a", b"b", b"c", b"d"), headers=auth),
+            400,
+            "validation-failed",
+        )
+        bad_bodies = [
+            {"updates": []},
+            {"updates": [{"client_update_id": "a", "key_version": 1, "ciphertext": "not base64!"}]},
+            {"updates": [{"client_update_id": "", "key_version": 1, "ciphertext": ""}]},
+            {"updates": [{"client_update_id": "a", "key_version": -1, "ciphertext": ""}]},
+            {"updates": [{"client_update_id": "a", "key_version": 1}]},
+            {"updates": [{"client_update_id": "a", "key_version": 1, "ciphertext": "", "x": 1}]},
+            {"updates": [{"client_update_id": "a", "key_version": 1, "ciphertext": ""}] * 2},
+        ]
+        for body in bad_bodies:
+            assert_problem(
+                await client.post(url, json=body, headers=auth), 400, "validation-failed"
+            )
+        r = await client.post(
+            url, content=b"\x93\x01", headers=auth | {"Content-Type": "application/msgpack"}
+        )
+        assert_problem(r, 400, "validation-failed")
+        r = await client.post(url, content=b"x", headers=auth | {"Content-Type": "text/plain"})
+        assert_problem(r, 415, "unsupported-media-type")
+        assert (await client.get(f"/v1/docs/{doc}", headers=auth)).json()["head"] == 0
+    assert await stored_updates(settings) == 0
+
+
+async def test_quotas(make_settings, smtp):
+    async with app_client(
+        create_app(make_settings(storage_quota=2048, max_docs_per_user=2))
+    ) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        await new_doc(client, me)
+        r = await client.post("/v1/docs", json={"kind": "canvas"}, headers=bearer(me))
+        assert_problem(r, 413, "quota-exceeded")
+        url = f"/v1/docs/{doc}/updates"
+        assert (
+            await client.post(url, json=updates(b"x" * 1500), headers=bearer(me))
+        ).status_code == 200
+        r = await client.post(url, json=updates(b"y" * 1000, prefix="more"), headers=bearer(me))
+        assert_problem(r, 413, "quota-exceeded")
+
+
+async def test_push_rate_per_device(make_settings, smtp):
+    async with app_client(create_app(make_settings(push_rate=1, push_burst=3))) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        url = f"/v1/docs/{doc}/updates"
+        ok = await client.post(url, json=updates(b"a", b"b", b"c"), headers=bearer(me))
+        assert ok.status_code == 200
+        r = await client.post(url, json=updates(b"d", prefix="late"), headers=bearer(me))
+        assert_problem(r, 429, "rate-limited")
+        assert int(r.headers["retry-after"]) >= 1
