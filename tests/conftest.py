@@ -203,3 +203,25 @@ async def running(app: Litestar) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+@asynccontextmanager
+async def live_server(app: Litestar) -> AsyncIterator[str]:
+    """The app served by uvicorn on a loopback port, in this event loop; yields its URL."""
+    import uvicorn
+
+    port = services.free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_ping_interval=None
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

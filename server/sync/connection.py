@@ -27,6 +27,7 @@ from server.sync.tickets import Tickets
 log = logging.getLogger("session_sync.sync")
 
 HELLO_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
 CATCH_UP_PAGE = 1000
 MAX_BAD_FRAMES = 10
 
@@ -127,15 +128,20 @@ class Connection:
             task.cancel()
 
     async def _drain_and_close(self, writer: asyncio.Task[None]) -> None:
+        """Flush what is queued (not for a client too slow to take it), then close; neither
+        step may wait on the client for long."""
+        closed = self._close or Closed(p.CloseCode.NORMAL, "bye")
+        if closed.code == p.CloseCode.TOO_SLOW:
+            writer.cancel()
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
         try:
-            await asyncio.wait_for(writer, 5)
+            await asyncio.wait_for(writer, CLOSE_TIMEOUT)
         except (TimeoutError, asyncio.CancelledError):
             writer.cancel()
-        closed = self._close or Closed(p.CloseCode.NORMAL, "bye")
         with contextlib.suppress(Exception):
-            await self.channel.close(int(closed.code), closed.reason)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.channel.close(int(closed.code), closed.reason)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
