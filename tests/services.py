@@ -145,7 +145,7 @@ class MailCatcher:
         try:
             async with asyncio.timeout(MAIL_WAIT):
                 # Mail lands on aiosmtpd's own thread and loop, so poll.
-                while len(received := self.to(to)) < count:  # noqa: ASYNC110
+                while len(received := self.to(to)) < count:
                     await asyncio.sleep(0.01)
         except TimeoutError:
             raise AssertionError(f"no mail #{count} to {to} within {MAIL_WAIT}s") from None
