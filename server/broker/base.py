@@ -25,5 +25,8 @@ class Broker(Protocol):
     async def publish(self, channel: str, message: bytes) -> None:
         """Send a message to every subscriber of the channel, on every replica."""
 
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` after the broker was down and is back: messages may be lost."""
+
     async def subscribe(self, channel: str, handler: Handler) -> Subscription:
         """Call ``handler(channel, message)`` for each message until the subscription closes."""

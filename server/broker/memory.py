@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from server.broker.base import Handler
 
@@ -30,6 +31,9 @@ class MemoryBroker:
 
     async def ping(self) -> None:
         return None
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        return None  # never disconnected
 
     async def publish(self, channel: str, message: bytes) -> None:
         for sub in list(self._subscribers.get(channel, ())):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -28,10 +29,15 @@ class RedisBroker:
     RETRY_SECONDS = 0.5
 
     def __init__(self, url: str) -> None:
-        self.redis: Redis = Redis.from_url(url, health_check_interval=10)
+        # Short timeouts: a write path must not hang on a Redis that has gone away.
+        self.redis: Redis = Redis.from_url(
+            url, health_check_interval=10, socket_connect_timeout=2, socket_timeout=5
+        )
         self._pubsub: PubSub | None = None
         self._handlers: defaultdict[str, set[_RedisSubscription]] = defaultdict(set)
         self._reader: asyncio.Task[None] | None = None
+        self._reconnected: list[Callable[[], Awaitable[None]]] = []
+        self._broken = False
 
     async def start(self) -> None:
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -52,12 +58,18 @@ class RedisBroker:
     async def publish(self, channel: str, message: bytes) -> None:
         await self.redis.publish(channel, message)
 
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        self._reconnected.append(callback)
+
     async def subscribe(self, channel: str, handler: Handler) -> _RedisSubscription:
         sub = _RedisSubscription(self, channel, handler)
         first = not self._handlers[channel]
         self._handlers[channel].add(sub)
-        if first and self._pubsub is not None:
-            await self._pubsub.subscribe(channel)
+        if first and self._pubsub is not None and not self._broken:
+            try:
+                await self._pubsub.subscribe(channel)
+            except (RedisError, OSError):
+                self._broken = True  # the reader resubscribes every channel on reconnect
         return sub
 
     async def _unsubscribe(self, sub: _RedisSubscription) -> None:
@@ -76,16 +88,37 @@ class RedisBroker:
             raise RuntimeError("start() the broker first")
         while True:
             try:
+                if self._broken:
+                    await self._resubscribe()
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
                 message = await self._pubsub.get_message(timeout=1.0)
             except (RedisError, OSError):
-                log.warning("redis pub/sub connection lost; reconnecting")
+                if not self._broken:
+                    log.warning("redis pub/sub connection lost; reconnecting")
+                self._broken = True
                 await asyncio.sleep(self.RETRY_SECONDS)
                 continue
             if message is not None and message["type"] == "message":
                 await self._dispatch(message["channel"].decode(), message["data"])
+
+    async def _resubscribe(self) -> None:
+        """After an outage: subscribe again, then let listeners catch up on what they missed."""
+        assert self._pubsub is not None  # noqa: S101 - only called by the reader
+        if self._pubsub.connection is not None:
+            await self._pubsub.connection.disconnect()
+        if self._handlers:
+            await self._pubsub.subscribe(*self._handlers)
+        else:
+            await self.redis.ping()
+        self._broken = False
+        log.warning("redis pub/sub reconnected")
+        for callback in self._reconnected:
+            try:
+                await callback()
+            except Exception:
+                log.exception("reconnect callback failed")
 
     async def _dispatch(self, channel: str, data: bytes) -> None:
         for sub in list(self._handlers.get(channel, ())):

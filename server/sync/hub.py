@@ -26,6 +26,7 @@ log = logging.getLogger("session_sync.sync")
 
 CHANNEL_PREFIX = "ssync:doc:"
 INLINE_LIMIT = 256 * 1024  # updates larger than this in total travel by database, not bell
+BELL_QUEUE = 10_000
 
 Reader = Callable[[uuid.UUID, int, int], Awaitable[list[Row]]]
 Heads = Callable[[Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
@@ -66,6 +67,9 @@ class Hub:
         self._listeners: defaultdict[uuid.UUID, set[Listener]] = defaultdict(set)
         self._subscriptions: dict[uuid.UUID, Subscription] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._bells: asyncio.Queue[tuple[uuid.UUID, Bell]] = asyncio.Queue(BELL_QUEUE)
+        self._ringer: asyncio.Task[None] | None = None
+        broker.on_reconnect(self.sweep)
 
     @property
     def documents(self) -> int:
@@ -73,12 +77,14 @@ class Hub:
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sync-sweeper")
+        self._ringer = asyncio.create_task(self._ring_forever(), name="sync-bells")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._ringer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sub in list(self._subscriptions.values()):
             with contextlib.suppress(Exception):
                 await sub.close()
@@ -130,10 +136,23 @@ class Hub:
         )
 
     async def _ring(self, doc_id: uuid.UUID, bell: Bell) -> None:
+        """Queue the bell: a write is acknowledged without waiting on Redis."""
         try:
-            await self._broker.publish(CHANNEL_PREFIX + str(doc_id), _encode(bell))
-        except Exception as exc:
-            log.warning("bell not rung (%s); other replicas will catch up", type(exc).__name__)
+            self._bells.put_nowait((doc_id, bell))
+        except asyncio.QueueFull:
+            log.warning("bell queue full; other replicas will catch up on their sweep")
+
+    async def _ring_forever(self) -> None:
+        failing = False
+        while True:
+            doc_id, bell = await self._bells.get()
+            try:
+                await self._broker.publish(CHANNEL_PREFIX + str(doc_id), _encode(bell))
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("bells not rung (%s); replicas catch up", type(exc).__name__)
+                failing = True
 
     async def _on_bell(self, _channel: str, data: bytes) -> None:
         try:
