@@ -29,14 +29,23 @@ class Row:
 # -- documents --------------------------------------------------------------------------
 
 
+def writable_by(doc: Document, user_id: uuid.UUID) -> bool:
+    """The one rule of who may read and write a document (teams will extend it here)."""
+    return doc.owner_user_id == user_id
+
+
 async def owned_doc(
     session: AsyncSession, user_id: uuid.UUID, doc_id: uuid.UUID, *, lock: bool = False
 ) -> Document | None:
-    """The tenant-scoping helper: the document if ``user_id`` owns it. ``lock`` takes the
+    """The tenant-scoping helper: the document if ``user_id`` may use it. ``lock`` takes the
     row lock that orders writers of the document until the transaction ends."""
-    query = select(Document).where(Document.id == doc_id, Document.owner_user_id == user_id)
-    if lock:
-        query = query.with_for_update()
+    doc = await (locked_doc(session, doc_id) if lock else session.get(Document, doc_id))
+    return doc if doc is not None and writable_by(doc, user_id) else None
+
+
+async def locked_doc(session: AsyncSession, doc_id: uuid.UUID) -> Document | None:
+    """The document under its row lock, whoever owns it: the caller checks ``writable_by``."""
+    query = select(Document).where(Document.id == doc_id).with_for_update()
     return await session.scalar(query.execution_options(populate_existing=True))
 
 

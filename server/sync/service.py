@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,12 +17,12 @@ from server.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, Vali
 from server.kit.clock import utcnow
 from server.kit.ratelimit import TokenBuckets
 from server.sync import repository as repo
+from server.sync.appender import LOG_KINDS, Appended, Appender, QuotaExceeded
 from server.sync.hub import Hub
 from server.sync.repository import Row
 from server.sync.schemas import (
     DocList,
     DocOut,
-    PushOut,
     SettingIn,
     SettingList,
     SettingOut,
@@ -36,20 +34,9 @@ from server.sync.schemas import (
     UpdatePage,
 )
 
-LOG_KINDS = frozenset({"canvas", "settings"})
 TRANSCRIPT = frozenset({"transcript"})
 MAX_PAGE = 5000
 SETTING_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-
-class QuotaExceeded(PayloadTooLarge):
-    slug, title = "quota-exceeded", "The storage or document quota is used up"
-
-
-@dataclass(frozen=True, slots=True)
-class Appended:
-    out: PushOut
-    rows: list[Row]  # only those stored by this call
 
 
 def doc_out(doc: Document) -> DocOut:
@@ -66,6 +53,7 @@ class SyncService:
     def __init__(self, db: async_sessionmaker[AsyncSession], settings: Settings, hub: Hub) -> None:
         self.db, self.settings, self.hub = db, settings, hub
         self._push_buckets = TokenBuckets(settings.push_rate, settings.push_burst)
+        self.appender = Appender(db, settings, hub)
 
     # -- documents ----------------------------------------------------------------------
 
@@ -110,27 +98,13 @@ class SyncService:
         updates: Sequence[UpdateIn],
         kinds: frozenset[str] = LOG_KINDS,
     ) -> Appended:
-        """Append a batch in one transaction, answering after commit. A client update id
-        seen before gets its original seq back and stores nothing."""
+        """Append a batch, answering after commit (group-committed with concurrent pushes to
+        the same document). A client update id seen before answers its original seq."""
         self._check_batch(updates, kinds)
         wait = self._push_buckets.take(str(who.device_id), len(updates))
         if wait:
             raise RateLimited(int(wait) + 1, "this device is pushing too fast")
-        now = utcnow()
-        async with self.db.begin() as session:
-            doc = await self._doc(session, who, doc_id, lock=True, kinds=kinds)
-            known = await repo.seqs_of(session, doc_id, [u.client_update_id for u in updates])
-            fresh, seqs, rows = self._assign(doc.head_seq, updates, known, who.device_id)
-            head, nbytes = doc.head_seq + len(fresh), sum(len(r.ciphertext) for r in rows)
-            requested = kinds is LOG_KINDS and await self._maybe_request_snapshot(
-                session, doc, who, len(fresh), nbytes
-            )
-            if fresh:
-                await self._check_quota(session, who, nbytes)
-                await repo.append(session, doc, fresh, now)
-        if rows:
-            await self.hub.committed(doc_id, head, rows)
-        return Appended(PushOut(seqs, head, requested), rows)
+        return await self.appender.push(who, doc_id, updates, kinds)
 
     def _check_batch(self, updates: Sequence[UpdateIn], kinds: frozenset[str]) -> None:
         limit = (
@@ -144,51 +118,11 @@ class SyncService:
         if len({u.client_update_id for u in updates}) != len(updates):
             raise ValidationFailed("client_update_id repeats within the batch")
 
-    @staticmethod
-    def _assign(
-        head: int, updates: Sequence[UpdateIn], known: dict[str, int], device: uuid.UUID
-    ) -> tuple[list[dict[str, Any]], list[int], list[Row]]:
-        fresh: list[dict[str, Any]] = []
-        seqs: list[int] = []
-        rows: list[Row] = []
-        for update in updates:
-            if update.client_update_id in known:
-                seqs.append(known[update.client_update_id])
-                continue
-            head += 1
-            seqs.append(head)
-            rows.append(Row(head, device, update.key_version, update.ciphertext))
-            fresh.append(
-                {
-                    "seq": head,
-                    "client_update_id": update.client_update_id,
-                    "device_id": device,
-                    "key_version": update.key_version,
-                    "ciphertext": update.ciphertext,
-                }
-            )
-        return fresh, seqs, rows
-
     async def _check_quota(self, session: AsyncSession, who: Principal, adding: int) -> None:
         # A soft quota: concurrent pushes of one user may overshoot it by a batch each.
         _, used = await repo.usage(session, who.user_id)
         if used + adding > self.settings.storage_quota:
             raise QuotaExceeded(f"the storage quota of {self.settings.storage_quota} bytes is full")
-
-    async def _maybe_request_snapshot(
-        self, session: AsyncSession, doc: Document, who: Principal, added: int, nbytes: int
-    ) -> bool:
-        """Past a threshold, lease the next snapshot to the pushing device: it is connected
-        and holds the document up to the head. The lease keeps two devices from racing."""
-        s = self.settings
-        if (
-            doc.updates_since_snapshot + added < s.snapshot_after_updates
-            and doc.bytes_since_snapshot + nbytes < s.snapshot_after_bytes
-        ):
-            return False
-        now = utcnow()
-        until = now + timedelta(seconds=s.snapshot_lease)
-        return await repo.lease_snapshot(session, doc.id, who.device_id, now, until)
 
     async def page(
         self,

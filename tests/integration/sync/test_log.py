@@ -230,3 +230,32 @@ async def test_push_rate_per_device(make_settings, smtp):
         r = await client.post(url, json=updates(b"d", prefix="late"), headers=bearer(me))
         assert_problem(r, 429, "rate-limited")
         assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_concurrent_resends_of_one_batch_store_it_once(client, smtp, settings):
+    """Pushes that meet in one group commit still dedupe by client update id."""
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    answers = await asyncio.gather(
+        *(
+            client.post(f"/v1/docs/{doc}/updates", json=updates(b"a", b"b"), headers=bearer(me))
+            for _ in range(10)
+        )
+    )
+    assert {tuple(a.json()["seqs"]) for a in answers} == {(1, 2)}
+    assert await stored_updates(settings) == 2
+
+
+async def test_a_refused_push_does_not_spoil_the_others_committed_with_it(client, smtp):
+    alice, bob = await sign_in(client, smtp), await sign_in(client, smtp)
+    doc = await new_doc(client, alice)
+    url = f"/v1/docs/{doc}/updates"
+    answers = await asyncio.gather(
+        *(
+            client.post(url, json=updates(b"x", prefix=f"{n}-"), headers=bearer(who))
+            for n, who in enumerate([alice, bob] * 5)
+        )
+    )
+    assert [a.status_code for a in answers] == [200, 404] * 5
+    seqs = sorted(s for a in answers if a.status_code == 200 for s in a.json()["seqs"])
+    assert seqs == [1, 2, 3, 4, 5]
