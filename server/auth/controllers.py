@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
@@ -18,7 +18,9 @@ from server.auth.schemas import (
     DeviceList,
     EmailStart,
     EmailVerify,
+    KdfParams,
     Me,
+    PublicKey,
     RefreshGrant,
     TokenPair,
 )
@@ -101,6 +103,26 @@ class MeController(Controller):
         self, principal: NamedDependency[Principal], auth: NamedDependency[AuthService]
     ) -> Me:
         return await auth.me(principal)
+
+    @put("/kdf")
+    async def set_kdf(
+        self,
+        data: JSONBody[KdfParams],
+        principal: NamedDependency[Principal],
+        auth: NamedDependency[AuthService],
+    ) -> KdfParams:
+        """Record how clients stretch the account secret (once; the first device does it)."""
+        return await auth.set_kdf(principal, data)
+
+    @put("/public-key")
+    async def set_public_key(
+        self,
+        data: JSONBody[PublicKey],
+        principal: NamedDependency[Principal],
+        auth: NamedDependency[AuthService],
+    ) -> PublicKey:
+        """Publish the user's X25519 public key, to which team room keys are wrapped."""
+        return await auth.set_public_key(principal, data)
 
     @get("/devices")
     async def devices(

@@ -157,3 +157,14 @@ async def revoked_among(session: AsyncSession, device_ids: Sequence[uuid.UUID]) 
         select(Device.id).where(Device.id.in_(device_ids), Device.revoked_at.is_not(None))
     )
     return set(rows)
+
+
+async def set_kdf_once(session: AsyncSession, user_id: uuid.UUID, params: str) -> bool:
+    result = await session.execute(
+        update(User).where(User.id == user_id, User.kdf_params.is_(None)).values(kdf_params=params)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def set_public_key(session: AsyncSession, user_id: uuid.UUID, key: bytes) -> None:
+    await session.execute(update(User).where(User.id == user_id).values(public_key=key))

@@ -42,11 +42,28 @@ class TokenPair(msgspec.Struct):
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
+class KdfParams(msgspec.Struct, forbid_unknown_fields=True):
+    """How the client stretches its account secret; chosen by the first device, then fixed."""
+
+    alg: Literal["scrypt"]
+    salt: Annotated[bytes, msgspec.Meta(min_length=16, max_length=64)]
+    n: Annotated[int, msgspec.Meta(ge=2**14, le=2**22)]
+    r: Annotated[int, msgspec.Meta(ge=1, le=32)]
+    p: Annotated[int, msgspec.Meta(ge=1, le=16)]
+
+
+class PublicKey(msgspec.Struct, forbid_unknown_fields=True):
+    public_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    alg: Literal["x25519"] = "x25519"
+
+
 class Me(msgspec.Struct):
     user_id: uuid.UUID
     email: str
     created_at: datetime
     device_id: uuid.UUID
+    kdf: KdfParams | None = None
+    public_key: bytes | None = None
 
 
 class DeviceOut(msgspec.Struct):

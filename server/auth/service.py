@@ -6,12 +6,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.auth import repository as repo
-from server.auth.schemas import DeviceList, DeviceOut, Me, TokenPair
+from server.auth.schemas import DeviceList, DeviceOut, KdfParams, Me, PublicKey, TokenPair
 from server.config import Settings
-from server.errors import InvalidCode, InvalidToken, NotFound, RateLimited, RefreshReused
+from server.errors import (
+    Conflict,
+    InvalidCode,
+    InvalidToken,
+    NotFound,
+    RateLimited,
+    RefreshReused,
+    ValidationFailed,
+)
 from server.kit.clock import utcnow
 from server.kit.crypto import Keyring, numeric_code, opaque_token, same
 from server.kit.jwt import JWTKeys, TokenError
@@ -171,7 +180,26 @@ class AuthService:
             user = await repo.get_user(session, who.user_id)
         if user is None:
             raise InvalidToken()
-        return Me(user.id, user.email, user.created_at, who.device_id)
+        kdf = msgspec.json.decode(user.kdf_params, type=KdfParams) if user.kdf_params else None
+        return Me(user.id, user.email, user.created_at, who.device_id, kdf, user.public_key)
+
+    async def set_kdf(self, who: Principal, params: KdfParams) -> KdfParams:
+        """Record the KDF parameters once; they can never change (every key derives from
+        them), so a second, different set is a conflict and the same set a no-op."""
+        if params.n & (params.n - 1):
+            raise ValidationFailed("n must be a power of two")
+        encoded = msgspec.json.encode(params).decode()
+        async with self.db.begin() as session:
+            if not await repo.set_kdf_once(session, who.user_id, encoded):
+                user = await repo.get_user(session, who.user_id)
+                if user is None or user.kdf_params != encoded:
+                    raise Conflict("the KDF parameters are set already and never change")
+        return params
+
+    async def set_public_key(self, who: Principal, key: PublicKey) -> PublicKey:
+        async with self.db.begin() as session:
+            await repo.set_public_key(session, who.user_id, key.public_key)
+        return key
 
     async def devices(self, who: Principal) -> DeviceList:
         async with self.db.begin() as session:

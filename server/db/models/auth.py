@@ -17,6 +17,10 @@ class User(UUIDPrimaryKey, Base):
 
     email: Mapped[str] = mapped_column(String(320), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The client's key hierarchy: KDF parameters (a salt is not a secret) and the public half
+    # of the user's X25519 key pair. The account secret itself never reaches the server.
+    kdf_params: Mapped[str | None] = mapped_column(String(400))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
 
 class Device(UUIDPrimaryKey, Base):
