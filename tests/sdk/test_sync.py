@@ -56,8 +56,9 @@ async def test_a_new_device_without_the_recovery_code_cannot_open(
 ):
     email = new_email()
     await device(email, "laptop")
-    from client_sdk import AsyncClient, NotSignedIn, Session
     import httpx
+
+    from client_sdk import AsyncClient, NotSignedIn, Session
     from tests.conftest import BASE
     from tests.sdk.conftest import sign_in_device
 
