@@ -315,8 +315,9 @@ class DocSubscription:
                 )
                 self.cursor = snap.upto_seq
             if page.updates:
-                self.conn.send(p.Updates(self.doc_id, page.updates, page.head))
+                # `head` in an updates frame: the seq this frame brings the client up to.
                 self.cursor = page.updates[-1].seq
+                self.conn.send(p.Updates(self.doc_id, page.updates, self.cursor))
             if not page.has_more:
                 return page.head
 
