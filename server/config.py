@@ -112,6 +112,10 @@ class Settings(BaseSettings):
         1024 * 1024, ge=64, description="Largest encrypted transcript chunk, bytes."
     )
     max_batch: int = Field(1000, ge=1, description="Most updates in one push.")
+    max_setting_size: int = Field(
+        64 * 1024, ge=64, description="Largest encrypted settings value, bytes."
+    )
+    max_settings: int = Field(1000, ge=1, description="Settings registers one user may keep.")
     storage_quota: int = Field(
         1024**3, ge=1024, description="Bytes of updates and snapshots one user may store."
     )

@@ -101,6 +101,9 @@ class Connection:
             await self._read_forever()
         except Closed as closed:
             self._close = self._close or closed
+        except Exception:
+            log.exception("websocket connection failed")
+            self._close = self._close or Closed(p.CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self.state = State.CLOSING
             for task in list(self._tasks):
@@ -169,7 +172,8 @@ class Connection:
         data = await self.channel.receive()
         if data is None:
             raise Closed(p.CloseCode.NORMAL, "peer left")
-        if len(data) > self.settings.ws_max_frame:
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        if size > self.settings.ws_max_frame:
             raise Closed(p.CloseCode.FRAME_TOO_LARGE, "frame too large")
         self._last_heard = time.monotonic()
         return data
@@ -202,15 +206,15 @@ class Connection:
             try:
                 frame = self.codec.decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._bad_frame(str(exc))
+                self._bad_frame(str(exc), _ref_of(data))
                 continue
             await self._dispatch(frame)
 
-    def _bad_frame(self, detail: str) -> None:
+    def _bad_frame(self, detail: str, ref: int | None = None) -> None:
         self._bad_frames += 1
         if self._bad_frames > MAX_BAD_FRAMES:
             raise Closed(p.CloseCode.POLICY, "too many malformed frames")
-        self.send(p.ErrorFrame("validation-failed", detail[:300]))
+        self.send(p.ErrorFrame("validation-failed", detail[:300], ref=ref))
 
     async def _dispatch(self, frame: p.ClientFrame) -> None:
         match frame:
@@ -282,6 +286,17 @@ class Connection:
             self.send(p.Ping())
 
 
+def _ref_of(data: bytes | str) -> int | None:
+    """The `ref` of a frame that failed validation, when it has one, so that the client
+    learns which of its pushes was refused."""
+    try:
+        raw = msgspec.json.decode(data) if isinstance(data, str) else msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return None
+    ref = raw.get("ref") if isinstance(raw, dict) else None
+    return ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+
+
 class DocSubscription:
     """A connection's view of one document: everything up to ``cursor`` has been sent, in
     order, once. Live offers that follow the cursor go straight out; anything else (a gap, a
@@ -303,7 +318,9 @@ class DocSubscription:
                 head = await self._send_backlog()
         finally:
             self._pending -= 1
-        self.conn.send(p.Subscribed(self.doc_id, max(head, self.cursor)))
+        # The document's real head: a client whose cursor is past it (say, a deleted and
+        # recreated id) sees so at once.
+        self.conn.send(p.Subscribed(self.doc_id, head))
 
     async def _send_backlog(self) -> int:
         while True:

@@ -124,7 +124,7 @@ class SnapshotRequest(msgspec.Struct, tag="snapshot_request", tag_field="type"):
 
 class Gone(msgspec.Struct, tag="gone", tag_field="type"):
     doc: uuid.UUID
-    reason: Literal["deleted", "not-found"]
+    reason: Literal["deleted"]
 
 
 class ErrorFrame(msgspec.Struct, tag="error", tag_field="type", omit_defaults=True):

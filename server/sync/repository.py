@@ -276,3 +276,10 @@ async def insert_setting(session: AsyncSession, register: SettingRegister) -> bo
     values = {c.name: getattr(register, c.key) for c in SettingRegister.__table__.columns}
     result = await session.execute(insert_or_ignore(session, SettingRegister.__table__, **values))
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def count_settings(session: AsyncSession, user_id: uuid.UUID) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(SettingRegister).where(SettingRegister.user_id == user_id)
+    )
+    return int(count or 0)

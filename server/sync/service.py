@@ -36,6 +36,7 @@ from server.sync.schemas import (
 
 TRANSCRIPT = frozenset({"transcript"})
 MAX_PAGE = 5000
+PAGE_BYTES = 8 * 1024 * 1024
 SETTING_KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -61,14 +62,16 @@ class SyncService:
         """Create a document; creating the same id again for the same owner is a no-op."""
         doc_id = doc_id or uuid.uuid4()
         async with self.db.begin() as session:
+            if await repo.doc_exists(session, doc_id):
+                doc = await repo.owned_doc(session, who.user_id, doc_id)
+                if doc is None or doc.kind != kind:
+                    raise Conflict("that document id is taken")
+                return doc_out(doc)  # a retry: no quota is spent
             count, _ = await repo.usage(session, who.user_id)
             if count >= self.settings.max_docs_per_user:
                 raise QuotaExceeded(f"at most {self.settings.max_docs_per_user} documents")
             if not await repo.add_doc(session, doc_id, who.user_id, kind, utcnow()):
-                doc = await repo.owned_doc(session, who.user_id, doc_id)
-                if doc is None or doc.kind != kind:
-                    raise Conflict("that document id is taken")
-                return doc_out(doc)
+                raise Conflict("that document id is taken")
             return doc_out(await self._doc(session, who, doc_id))
 
     async def list_docs(self, who: Principal) -> DocList:
@@ -118,12 +121,6 @@ class SyncService:
         if len({u.client_update_id for u in updates}) != len(updates):
             raise ValidationFailed("client_update_id repeats within the batch")
 
-    async def _check_quota(self, session: AsyncSession, who: Principal, adding: int) -> None:
-        # A soft quota: concurrent pushes of one user may overshoot it by a batch each.
-        _, used = await repo.usage(session, who.user_id)
-        if used + adding > self.settings.storage_quota:
-            raise QuotaExceeded(f"the storage quota of {self.settings.storage_quota} bytes is full")
-
     async def page(
         self,
         who: Principal | None,
@@ -155,7 +152,13 @@ class SyncService:
                     )
                     after = latest.upto_seq
             rows = await repo.read_updates(session, doc_id, after, limit)
-        updates = [UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext) for r in rows]
+        updates: list[UpdateOut] = []
+        size = 0
+        for r in rows:  # a page stops near PAGE_BYTES, so that no answer holds gigabytes
+            if updates and size + len(r.ciphertext) > PAGE_BYTES:
+                break
+            size += len(r.ciphertext)
+            updates.append(UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext))
         last = updates[-1].seq if updates else after
         return UpdatePage(snapshot, updates, doc.head_seq, last < doc.head_seq)
 
@@ -176,12 +179,14 @@ class SyncService:
             )
         now = utcnow()
         async with self.db.begin() as session:
-            doc = await self._doc(session, who, doc_id, lock=True)
+            # Transcripts have no snapshots: a chunk log is read whole and never compacted.
+            doc = await self._doc(session, who, doc_id, lock=True, kinds=LOG_KINDS)
             if body.upto_seq > doc.head_seq:
                 raise Conflict(f"upto_seq is past the head ({doc.head_seq})")
             if body.upto_seq <= doc.snapshot_seq:
                 raise Conflict(f"a snapshot up to {doc.snapshot_seq} exists already")
-            await self._check_quota(session, who, len(body.ciphertext))
+            # No quota check: a snapshot is how a full account frees space (its pruning
+            # removes more than it adds), and its size is capped above.
             covered = await repo.bytes_upto(session, doc_id, doc.snapshot_seq, body.upto_seq)
             snapshot = DocSnapshot(
                 doc_id=doc_id,
@@ -199,7 +204,7 @@ class SyncService:
 
     async def get_snapshot(self, who: Principal, doc_id: uuid.UUID) -> SnapshotOut:
         async with self.db.begin() as session:
-            await self._doc(session, who, doc_id)
+            await self._doc(session, who, doc_id, kinds=LOG_KINDS)
             snap = await repo.latest_snapshot(session, doc_id)
         if snap is None:
             raise NotFound("this document has no snapshot yet")
@@ -227,9 +232,9 @@ class SyncService:
         """Last write wins by (hlc, device id); a stale write answers the winner."""
         if not SETTING_KEY.fullmatch(key):
             raise ValidationFailed("a setting key is 1-128 of A-Z a-z 0-9 . _ -")
-        if len(body.ciphertext) > self.settings.max_update_size:
+        if len(body.ciphertext) > self.settings.max_setting_size:
             raise PayloadTooLarge(
-                f"a setting may hold at most {self.settings.max_update_size} bytes"
+                f"a setting may hold at most {self.settings.max_setting_size} bytes"
             )
         candidate = SettingRegister(
             user_id=who.user_id,
@@ -242,6 +247,10 @@ class SyncService:
         )
         async with self.db.begin() as session:
             current = await repo.setting(session, who.user_id, key, lock=True)
+            if current is None and await repo.count_settings(session, who.user_id) >= (
+                limit := self.settings.max_settings
+            ):
+                raise QuotaExceeded(f"at most {limit} settings")
             if current is None and await repo.insert_setting(session, candidate):
                 return SettingWrite(True, setting_out(candidate))
             current = current or await repo.setting(session, who.user_id, key, lock=True)

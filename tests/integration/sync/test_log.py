@@ -259,3 +259,12 @@ async def test_a_refused_push_does_not_spoil_the_others_committed_with_it(client
     assert [a.status_code for a in answers] == [200, 404] * 5
     seqs = sorted(s for a in answers if a.status_code == 200 for s in a.json()["seqs"])
     assert seqs == [1, 2, 3, 4, 5]
+
+
+async def test_retrying_a_create_at_the_document_limit_is_still_a_no_op(make_settings, smtp):
+    async with app_client(create_app(make_settings(max_docs_per_user=1))) as client:
+        me = await sign_in(client, smtp)
+        doc_id = str(uuid.uuid4())
+        body = {"kind": "canvas", "doc_id": doc_id}
+        assert (await client.post("/v1/docs", json=body, headers=bearer(me))).status_code == 201
+        assert (await client.post("/v1/docs", json=body, headers=bearer(me))).status_code == 201

@@ -116,3 +116,22 @@ async def test_nothing_is_pruned_during_the_grace_period(make_settings, smtp):
 
         rows = await app.state.sync.read_log(__import__("uuid").UUID(doc), 1, 10)
         assert [r.seq for r in rows] == [2]
+
+
+async def test_transcripts_take_no_snapshots(client, smtp):
+    me = await sign_in(client, smtp)
+    tid = await new_doc(client, me, kind="transcript")
+    chunk = {"chunks": [{"client_chunk_id": "c", "key_version": 1, "ciphertext": b64(b"x")}]}
+    await client.post(f"/v1/transcripts/{tid}/chunks", json=chunk, headers=bearer(me))
+    r = await client.put(f"/v1/docs/{tid}/snapshot", json=snapshot(1), headers=bearer(me))
+    assert_problem(r, 404, "not-found")
+
+
+async def test_a_full_account_may_still_write_the_snapshot_that_frees_space(make_settings, smtp):
+    async with app_client(create_app(make_settings(storage_quota=2048))) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        url = f"/v1/docs/{doc}"
+        await client.post(url + "/updates", json=updates(b"x" * 1900), headers=bearer(me))
+        r = await client.put(url + "/snapshot", json=snapshot(1, b"s" * 500), headers=bearer(me))
+        assert r.status_code == 200

@@ -280,3 +280,18 @@ async def test_a_slow_reader_is_disconnected_not_buffered(make_settings, smtp):
                 await reader.recv(timeout=10)
         # The close frame waits behind the full buffers; the server gives up on it in time.
         assert closed.value.rcvd is None or closed.value.rcvd.code == 4009
+
+
+async def test_a_refused_push_frame_names_its_ref(served):
+    s = served
+    socket = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    await socket.send({"type": "push", "doc": s["doc"], "ref": 41, "updates": []})
+    frame = await socket.recv()
+    assert frame["type"] == "error" and frame["ref"] == 41
+
+
+async def test_subscribed_tells_the_real_head(served):
+    s = served
+    socket = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    _, head = await socket.subscribe(s["doc"], after=10)
+    assert head == 0  # the client's cursor is past the head: it must start over

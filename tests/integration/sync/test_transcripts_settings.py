@@ -104,3 +104,25 @@ async def test_settings_are_per_user_and_validated(client, smtp):
         assert_problem(r, 400, "validation-failed")
     r = await client.put("/v1/settings/" + "k" * 129, json=body, headers=bearer(alice))
     assert_problem(r, 400, "validation-failed")
+
+
+async def test_settings_are_bounded_in_size_and_number(make_settings, smtp):
+    from server.app import create_app
+    from tests.conftest import app_client
+
+    async with app_client(create_app(make_settings(max_settings=2, max_setting_size=100))) as c:
+        me = await sign_in(c, smtp)
+        body = {"hlc": hlc(1), "key_version": 1, "ciphertext": b64(b"x")}
+        for key in ("a", "b"):
+            assert (
+                await c.put(f"/v1/settings/{key}", json=body, headers=bearer(me))
+            ).status_code == 200
+        assert_problem(
+            await c.put("/v1/settings/c", json=body, headers=bearer(me)), 413, "quota-exceeded"
+        )
+        newer = body | {"hlc": hlc(2)}
+        assert (await c.put("/v1/settings/a", json=newer, headers=bearer(me))).status_code == 200
+        big = body | {"hlc": hlc(3), "ciphertext": b64(b"x" * 101)}
+        assert_problem(
+            await c.put("/v1/settings/a", json=big, headers=bearer(me)), 413, "payload-too-large"
+        )
