@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from server import __version__
+from server import SPEC_VERSION, __version__
 from server.auth.controllers import AuthController, MeController, WellKnownController
 from server.auth.service import AuthService
 from server.broker import Broker, MemoryBroker, RedisBroker
@@ -113,7 +113,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_size,
         openapi_config=OpenAPIConfig(
             title="Session sync server",
-            version=__version__,
+            version=SPEC_VERSION,
+            description=f"The Session sync spec {SPEC_VERSION}, served by session-sync "
+            f"{__version__}. See docs/spec/ in the repository.",
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
