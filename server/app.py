@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
 from server import SPEC_VERSION, __version__
 from server.auth.controllers import AuthController, MeController, WellKnownController
@@ -25,6 +24,7 @@ from server.kit.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.ops.controllers import OpsController
 from server.ops.logs import configure_logging
 from server.ops.metrics import Metrics
+from server.ops.openapi import CompleteJsonRenderPlugin
 from server.sync.controllers import (
     DocsController,
     SettingsController,
@@ -117,6 +117,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description=f"The Session sync spec {SPEC_VERSION}, served by session-sync "
             f"{__version__}. See docs/spec/ in the repository.",
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[CompleteJsonRenderPlugin()],
         ),
     )

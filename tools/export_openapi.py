@@ -34,6 +34,7 @@ def build_schema(**overrides: Any) -> dict[str, Any]:
     """
     from server.app import create_app
     from server.config import Settings
+    from server.ops.openapi import complete
 
     with tempfile.TemporaryDirectory(prefix="session-sync-openapi-") as tmp:
         fields: dict[str, Any] = {
@@ -46,7 +47,7 @@ def build_schema(**overrides: Any) -> dict[str, Any]:
             "trusted_proxies": [],
         }
         app = create_app(Settings(**(fields | overrides)))
-        schema: dict[str, Any] = app.openapi_schema.to_schema()
+        schema: dict[str, Any] = complete(app.openapi_schema.to_schema())
         return schema
 
 

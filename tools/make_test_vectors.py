@@ -1,7 +1,7 @@
 """Write docs/spec/test-vectors.json: fixed inputs and the bytes the envelope spec implies.
 
-    python tools/make_test_vectors.py          # (re)write the file
-    python tools/make_test_vectors.py --check  # exit 1 if the SDK no longer matches it
+python tools/make_test_vectors.py          # (re)write the file
+python tools/make_test_vectors.py --check  # exit 1 if the SDK no longer matches it
 """
 
 from __future__ import annotations
@@ -61,8 +61,13 @@ def vectors() -> dict[str, object]:
                 "plaintext": plaintext.hex(),
                 "aad": crypto.associated_data(kind, scope, key_version, header).hex(),
                 "envelope": crypto.seal(
-                    key, plaintext, kind=kind, scope=scope, key_version=key_version,
-                    alg=alg, nonce=NONCE,
+                    key,
+                    plaintext,
+                    kind=kind,
+                    scope=scope,
+                    key_version=key_version,
+                    alg=alg,
+                    nonce=NONCE,
                 ).hex(),
             }
         )

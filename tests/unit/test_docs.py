@@ -185,3 +185,9 @@ def test_relative_links_resolve(document: Path) -> None:
         if "://" not in target and not (document.parent / target).resolve().exists()
     ]
     assert not broken, f"{document.name} links to missing files: {broken}"
+
+
+def test_the_openapi_document_is_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate
+
+    validate(json.loads(OPENAPI.read_text()))
