@@ -10,8 +10,7 @@ import msgspec
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from server.sync.controllers import ChunksIn
-from server.sync.schemas import PushIn, SnapshotIn
+from server.sync.schemas import ChunksIn, PushIn, SnapshotIn
 
 PUBLIC = ("/healthz", "/readyz", "/metrics", "/schema", "/.well-known", "/v1/auth/email")
 BODIES: dict[tuple[str, str], type[msgspec.Struct]] = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, WebSocket, delete, get, post, put, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -20,6 +19,9 @@ from server.kit.http import decode_body, negotiated
 from server.sync import protocol as p
 from server.sync.connection import Connection
 from server.sync.schemas import (
+    ChunkOut,
+    ChunkPage,
+    ChunksIn,
     DocCreate,
     DocList,
     DocOut,
@@ -140,29 +142,6 @@ class DocsController(Controller):
         sync: NamedDependency[SyncService],
     ) -> Response[Any]:
         return negotiated(request, await sync.get_snapshot(principal, doc_id))
-
-
-class ChunkIn(msgspec.Struct, forbid_unknown_fields=True):
-    client_chunk_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    key_version: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-    ciphertext: bytes
-
-
-class ChunksIn(msgspec.Struct, forbid_unknown_fields=True):
-    chunks: Annotated[list[ChunkIn], msgspec.Meta(min_length=1)]
-
-
-class ChunkOut(msgspec.Struct):
-    seq: int
-    device_id: uuid.UUID
-    key_version: int
-    ciphertext: bytes
-
-
-class ChunkPage(msgspec.Struct):
-    chunks: list[ChunkOut]
-    head: int
-    has_more: bool
 
 
 class TranscriptsController(Controller):

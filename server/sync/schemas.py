@@ -107,3 +107,26 @@ class SettingList(msgspec.Struct):
 class Ticket(msgspec.Struct):
     ticket: str
     expires_in: int
+
+
+class ChunkIn(msgspec.Struct, forbid_unknown_fields=True):
+    client_chunk_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    key_version: KeyVersion
+    ciphertext: bytes
+
+
+class ChunksIn(msgspec.Struct, forbid_unknown_fields=True):
+    chunks: Annotated[list[ChunkIn], msgspec.Meta(min_length=1)]
+
+
+class ChunkOut(msgspec.Struct):
+    seq: int
+    device_id: uuid.UUID
+    key_version: int
+    ciphertext: bytes
+
+
+class ChunkPage(msgspec.Struct):
+    chunks: list[ChunkOut]
+    head: int
+    has_more: bool
