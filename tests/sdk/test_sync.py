@@ -198,3 +198,28 @@ async def test_wrong_codes_raise_the_mirrored_error(served_app, smtp, tmp_path):
         await client.verify_email(email, "000000" if True else "", "x")
     assert raised.value.status == 401
     await client.aclose()
+
+
+async def test_the_sdk_writes_a_snapshot_when_the_server_asks(make_settings, smtp, tmp_path):
+    import httpx
+
+    from client_sdk import AsyncClient, Session
+    from server.app import create_app
+    from tests.conftest import BASE, running
+    from tests.sdk.conftest import FAST_KDF, sign_in_device
+
+    app = create_app(make_settings(snapshot_after_updates=3))
+    async with running(app):
+        client = AsyncClient(BASE, state_dir=str(tmp_path), transport=httpx.ASGITransport(app=app))
+        await sign_in_device(client, smtp, new_email(), "laptop")
+        session, _ = await Session.open(client, kdf_cost=FAST_KDF)
+        board = await session.new_canvas()
+        for n in range(4):
+            board.canvas.add_agent(f"a{n}")
+            await board.push()  # one batch each: the third crosses the threshold
+        doc = await client.get_doc(board.doc_id)
+        assert doc["snapshot_seq"] == 3
+        page = await client.pull(board.doc_id, 0)
+        assert page["snapshot"]["upto_seq"] == 3 and [u["seq"] for u in page["updates"]] == [4]
+        session.close()
+        await client.aclose()
