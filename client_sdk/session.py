@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -142,8 +143,6 @@ class Session:
     async def set_setting(self, key: str, value: Any) -> bool:
         """Last write wins across devices by hybrid logical clock; False if a newer value
         from another device is already there."""
-        import json
-
         plain = json.dumps(value).encode()
         ct = crypto.seal(
             self.keys.settings_key(),
@@ -157,8 +156,6 @@ class Session:
         return bool(answer["applied"])
 
     async def settings(self) -> dict[str, Any]:
-        import json
-
         out = {}
         for setting in await self.client.list_settings():
             self._clock.observe(setting["hlc"])

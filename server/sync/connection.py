@@ -77,6 +77,7 @@ class Connection:
         self._last_heard = time.monotonic()
         self._bad_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reader_task: asyncio.Task[Any] | None = None
 
     @property
     def device_id(self) -> uuid.UUID | None:
@@ -126,7 +127,7 @@ class Connection:
         self._reader_cancel()
 
     def _reader_cancel(self) -> None:
-        task = getattr(self, "_reader_task", None)
+        task = self._reader_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
