@@ -56,7 +56,7 @@ def build_state(settings: Settings) -> State:
     auth = AuthService(db, settings, keyring, jwt_keys, limiter, outbox)
     sync: SyncService
     hub = Hub(broker, lambda ids: sync.heads(ids), settings.sweep_interval)
-    sync = SyncService(db, settings, hub)
+    sync = SyncService(engine, settings, hub)
     return State(
         {
             "settings": settings,

@@ -1,7 +1,10 @@
-"""Group commit for the update log: concurrent pushes to one document share one transaction
-(one row lock, one dedupe query, one insert) and are acknowledged together once it commits.
+"""Group commit for the update log: every push waiting when a transaction starts joins it,
+whatever its document (row locks taken in id order, one dedupe query, one insert, one head
+update per document), and all are acknowledged together once it commits.
 
-Under load this turns N transactions into one; alone, a push commits at once as before.
+Alone, a push commits at once; under load, one commit (and its fsync) serves hundreds. The
+hot path uses SQLAlchemy Core on a bare connection: the ORM's unit of work cost several times
+the database's own time per push (bench/results/push_anatomy.txt).
 """
 
 from __future__ import annotations
@@ -13,19 +16,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.auth.service import Principal
 from server.config import Settings
-from server.db.models import Document
 from server.errors import NotFound, PayloadTooLarge
 from server.kit.clock import utcnow
 from server.sync import repository as repo
 from server.sync.hub import Hub
-from server.sync.repository import Row
+from server.sync.repository import LockedDoc, Row
 from server.sync.schemas import PushOut, UpdateIn
 
 LOG_KINDS = frozenset({"canvas", "settings"})
+MAX_GROUP = 512  # pushes per transaction
 
 
 class QuotaExceeded(PayloadTooLarge):
@@ -41,42 +44,42 @@ class Appended:
 @dataclass(eq=False)
 class _Push:
     who: Principal
+    doc_id: uuid.UUID
     updates: Sequence[UpdateIn]
     kinds: frozenset[str]
     future: asyncio.Future[Appended] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     rows: list[Row] = field(default_factory=list)
+    fresh: list[dict[str, Any]] = field(default_factory=list)  # the rows to insert
 
 
 class Appender:
-    def __init__(self, db: async_sessionmaker[AsyncSession], settings: Settings, hub: Hub) -> None:
-        self.db, self.settings, self.hub = db, settings, hub
-        self._waiting: dict[uuid.UUID, list[_Push]] = {}
-        self._workers: dict[uuid.UUID, asyncio.Task[None]] = {}
+    def __init__(self, engine: AsyncEngine, settings: Settings, hub: Hub) -> None:
+        self.engine, self.settings, self.hub = engine, settings, hub
+        self._waiting: list[_Push] = []
+        self._worker: asyncio.Task[None] | None = None
 
     async def push(
         self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
     ) -> Appended:
-        """Append after every push queued before it; answer once the group has committed."""
-        push = _Push(who, updates, kinds)
-        self._waiting.setdefault(doc_id, []).append(push)
-        if doc_id not in self._workers:
-            self._workers[doc_id] = asyncio.create_task(self._work(doc_id))
+        """Append after every push queued before it; answer once its group has committed."""
+        push = _Push(who, doc_id, updates, kinds)
+        self._waiting.append(push)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="group-commit")
         return await asyncio.shield(push.future)
 
-    async def _work(self, doc_id: uuid.UUID) -> None:
-        try:
-            while group := self._waiting.pop(doc_id, None):
-                await self._commit(doc_id, group)
-        finally:
-            self._workers.pop(doc_id, None)
+    async def _work(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            await self._commit(group)
 
-    async def _commit(self, doc_id: uuid.UUID, group: list[_Push]) -> None:
+    async def _commit(self, group: list[_Push]) -> None:
         try:
-            outcomes, head, rows = await self._transaction(doc_id, group)
+            outcomes, heads = await self._transaction(group)
         except Exception as exc:
-            outcomes, head, rows = [exc] * len(group), 0, []
+            outcomes, heads = [exc] * len(group), {}
         for push, outcome in zip(group, outcomes, strict=True):
             if push.future.done():
                 continue
@@ -84,92 +87,93 @@ class Appender:
                 push.future.set_exception(outcome)
             else:
                 push.future.set_result(Appended(outcome, push.rows))
-        if rows:
+        for doc_id, head in heads.items():
+            rows = [r for p in group if p.doc_id == doc_id for r in p.rows]
             await self.hub.committed(doc_id, head, rows)
 
     async def _transaction(
-        self, doc_id: uuid.UUID, group: list[_Push]
-    ) -> tuple[list[PushOut | BaseException], int, list[Row]]:
-        async with self.db.begin() as session:
-            doc = await repo.locked_doc(session, doc_id)
-            if doc is None:
-                return [NotFound("no such document")] * len(group), 0, []
-            ids = [u.client_update_id for push in group for u in push.updates]
-            known = await repo.seqs_of(session, doc_id, ids)
-            outcomes, fresh, head = await self._assign(session, doc, group, known)
-            stored = [r for push in group for r in push.rows]
-            if fresh:
-                leased = await self._maybe_request_snapshot(session, doc, group, stored)
-                await repo.append(session, doc, fresh, utcnow())
-                if leased is not None:
-                    outcome = outcomes[group.index(leased)]
-                    if isinstance(outcome, PushOut):
-                        outcome.snapshot_requested = True
-        return outcomes, head, stored
-
-    async def _assign(
-        self, session: AsyncSession, doc: Document, group: list[_Push], known: dict[str, int]
-    ) -> tuple[list[PushOut | BaseException], list[dict[str, Any]], int]:
-        """Seqs for each push in order; a client update id seen before (in the log or earlier
-        in the group) answers its original seq and stores nothing."""
-        outcomes: list[PushOut | BaseException] = []
-        fresh: list[dict[str, Any]] = []
-        head, used = doc.head_seq, -1
-        for push in group:
-            if not repo.writable_by(doc, push.who.user_id) or doc.kind not in push.kinds:
-                outcomes.append(NotFound("no such document"))
-                continue
-            seqs, rows, assigned, last = [], [], {}, head
-            for update in push.updates:
-                seq = known.get(update.client_update_id)
-                if seq is None:
-                    seq = last = last + 1
-                    assigned[update.client_update_id] = seq
-                    rows.append(Row(seq, push.who.device_id, update.key_version, update.ciphertext))
-                seqs.append(seq)
-            nbytes = sum(len(r.ciphertext) for r in rows)
-            if rows and used < 0:
-                used = (await repo.usage(session, doc.owner_user_id))[1]
-            if rows and used + nbytes > self.settings.storage_quota:
-                quota = self.settings.storage_quota
-                outcomes.append(QuotaExceeded(f"the storage quota of {quota} bytes is full"))
-                continue
-            used += nbytes
-            known.update(assigned)
-            head, push.rows = last, rows
-            fresh += [
-                _row(u, known[u.client_update_id], push.who.device_id)
-                for u in push.updates
-                if u.client_update_id in assigned
-            ]
-            outcomes.append(PushOut(seqs, head))
-        return outcomes, fresh, head
-
-    async def _maybe_request_snapshot(
-        self, session: AsyncSession, doc: Document, group: list[_Push], stored: list[Row]
-    ) -> _Push | None:
-        """Past a threshold, lease the next snapshot to the last pushing device: it is
-        connected and holds the document up to the head. The lease stops two racing."""
-        s = self.settings
-        if doc.kind not in LOG_KINDS or (
-            doc.updates_since_snapshot + len(stored) < s.snapshot_after_updates
-            and doc.bytes_since_snapshot + sum(len(r.ciphertext) for r in stored)
-            < s.snapshot_after_bytes
-        ):
-            return None
-        pusher = next(p for p in reversed(group) if p.rows)
+        self, group: list[_Push]
+    ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
         now = utcnow()
+        async with self.engine.begin() as conn:
+            docs = await repo.lock_docs(conn, sorted({p.doc_id for p in group}))
+            known = await repo.seqs_for(
+                conn, [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
+            )
+            used = await repo.bytes_by_owner(conn, {d.owner_user_id for d in docs.values()})
+            outcomes = [self._assign(push, docs.get(push.doc_id), known, used) for push in group]
+            changed = [d for d in docs.values() if d.head_seq > d.start_seq]
+            if changed:
+                await self._lease_snapshots(conn, group, outcomes, changed, now)
+                rows = [f | {"created_at": now} for p in group for f in p.fresh]
+                await repo.append_rows(conn, rows, changed)
+        return outcomes, {d.id: d.head_seq for d in changed}
+
+    def _assign(
+        self,
+        push: _Push,
+        doc: LockedDoc | None,
+        known: dict[tuple[uuid.UUID, str], int],
+        used: dict[uuid.UUID, int],
+    ) -> PushOut | BaseException:
+        """Seqs for one push, in order; a client update id seen before (in the log or earlier
+        in this transaction) answers its original seq and stores nothing."""
+        if doc is None or not repo.writable_by(doc, push.who.user_id) or doc.kind not in push.kinds:
+            return NotFound("no such document")
+        seqs, rows, fresh, last = [], [], [], doc.head_seq
+        device = push.who.device_id
+        for update in push.updates:
+            seq = known.get((doc.id, update.client_update_id))
+            if seq is None:
+                seq = last = last + 1
+                rows.append(Row(seq, device, update.key_version, update.ciphertext))
+                fresh.append(
+                    {
+                        "doc_id": doc.id,
+                        "seq": seq,
+                        "client_update_id": update.client_update_id,
+                        "device_id": device,
+                        "key_version": update.key_version,
+                        "ciphertext": update.ciphertext,
+                    }
+                )
+            seqs.append(seq)
+        nbytes = sum(len(r.ciphertext) for r in rows)
+        owner_used = used.get(doc.owner_user_id, 0)
+        if rows and owner_used + nbytes > self.settings.storage_quota:
+            return QuotaExceeded(
+                f"the storage quota of {self.settings.storage_quota} bytes is full"
+            )
+        used[doc.owner_user_id] = owner_used + nbytes
+        for update, seq in zip(push.updates, seqs, strict=True):
+            known.setdefault((doc.id, update.client_update_id), seq)
+        push.rows, push.fresh = rows, fresh
+        doc.head_seq, doc.added_bytes = last, doc.added_bytes + nbytes
+        return PushOut(seqs, last)
+
+    async def _lease_snapshots(
+        self,
+        conn: AsyncConnection,
+        group: list[_Push],
+        outcomes: list[PushOut | BaseException],
+        changed: list[LockedDoc],
+        now: Any,
+    ) -> None:
+        """Past a threshold, lease a document's next snapshot to its last pushing device:
+        connected, and holding the document up to the head. The lease stops two racing."""
+        s = self.settings
         until = now + timedelta(seconds=s.snapshot_lease)
-        if await repo.lease_snapshot(session, doc.id, pusher.who.device_id, now, until):
-            return pusher
-        return None
-
-
-def _row(update: UpdateIn, seq: int, device: uuid.UUID) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "client_update_id": update.client_update_id,
-        "device_id": device,
-        "key_version": update.key_version,
-        "ciphertext": update.ciphertext,
-    }
+        for doc in changed:
+            added = doc.head_seq - doc.start_seq
+            if doc.kind not in LOG_KINDS or (
+                doc.updates_since_snapshot + added < s.snapshot_after_updates
+                and doc.bytes_since_snapshot + doc.added_bytes < s.snapshot_after_bytes
+            ):
+                continue
+            index, pusher = next(
+                (i, p) for i, p in reversed(list(enumerate(group))) if p.doc_id == doc.id and p.rows
+            )
+            if await repo.lease_snapshot(conn, doc.id, pusher.who.device_id, now, until):
+                outcome = outcomes[index]
+                if isinstance(outcome, PushOut):
+                    outcome.snapshot_requested = True

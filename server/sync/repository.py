@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.dialect import insert_or_ignore
 from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
@@ -29,7 +29,25 @@ class Row:
 # -- documents --------------------------------------------------------------------------
 
 
-def writable_by(doc: Document, user_id: uuid.UUID) -> bool:
+class Owned(Protocol):
+    owner_user_id: uuid.UUID
+
+
+@dataclass(slots=True)
+class LockedDoc:
+    """A document row under its lock, as a group commit advances it."""
+
+    id: uuid.UUID
+    owner_user_id: uuid.UUID
+    kind: str
+    head_seq: int
+    updates_since_snapshot: int
+    bytes_since_snapshot: int
+    start_seq: int = 0
+    added_bytes: int = 0
+
+
+def writable_by(doc: Owned, user_id: uuid.UUID) -> bool:
     """The one rule of who may read and write a document (teams will extend it here)."""
     return doc.owner_user_id == user_id
 
@@ -110,40 +128,88 @@ async def heads(session: AsyncSession, doc_ids: Sequence[uuid.UUID]) -> dict[uui
 # -- the update log ---------------------------------------------------------------------
 
 
-async def seqs_of(
-    session: AsyncSession, doc_id: uuid.UUID, client_ids: Sequence[str]
-) -> dict[str, int]:
-    rows = await session.execute(
-        select(DocUpdate.client_update_id, DocUpdate.seq).where(
-            DocUpdate.doc_id == doc_id, DocUpdate.client_update_id.in_(client_ids)
+async def lock_docs(conn: AsyncConnection, doc_ids: list[uuid.UUID]) -> dict[uuid.UUID, LockedDoc]:
+    """Lock the documents' rows in id order (so that concurrent groups never deadlock)."""
+    d = Document.__table__.c
+    result = await conn.execute(
+        select(
+            d.id,
+            d.owner_user_id,
+            d.kind,
+            d.head_seq,
+            d.updates_since_snapshot,
+            d.bytes_since_snapshot,
+        )
+        .where(d.id.in_(doc_ids))
+        .order_by(d.id)
+        .with_for_update()
+    )
+    return {
+        row[0]: LockedDoc(
+            row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), int(row[3])
+        )
+        for row in result
+    }
+
+
+async def seqs_for(
+    conn: AsyncConnection, pairs: list[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], int]:
+    """The seqs already stored under these (document, client update id) pairs."""
+    u = DocUpdate.__table__.c
+    result = await conn.execute(
+        select(u.doc_id, u.client_update_id, u.seq).where(
+            u.doc_id.in_({doc for doc, _ in pairs}),
+            u.client_update_id.in_({cid for _, cid in pairs}),
         )
     )
-    return {cid: int(seq) for cid, seq in rows}
+    wanted = set(pairs)
+    return {(d, c): int(s) for d, c, s in result if (d, c) in wanted}
 
 
-async def append(
-    session: AsyncSession, doc: Document, rows: list[dict[str, Any]], now: datetime
+async def bytes_by_owner(conn: AsyncConnection, owners: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+    d = Document.__table__.c
+    result = await conn.execute(
+        select(d.owner_user_id, func.coalesce(func.sum(d.bytes_total), 0))
+        .where(d.owner_user_id.in_(owners))
+        .group_by(d.owner_user_id)
+    )
+    return {owner: int(total) for owner, total in result}
+
+
+async def append_rows(
+    conn: AsyncConnection, rows: list[dict[str, Any]], docs: list[LockedDoc]
 ) -> None:
-    """Insert rows whose seqs follow ``doc.head_seq`` and raise the head; the caller holds
-    the document's row lock. One executemany: the ORM's unit of work costs too much here."""
-    added = sum(len(r["ciphertext"]) for r in rows)
-    await session.execute(
-        insert(DocUpdate), [r | {"doc_id": doc.id, "created_at": now} for r in rows]
-    )
-    await session.execute(
+    """Insert the rows (one executemany) and raise each document's head and counters."""
+    await conn.execute(insert(DocUpdate), rows)
+    d = Document.__table__
+    await conn.execute(
         update(Document)
-        .where(Document.id == doc.id)
+        .where(d.c.id == bindparam("b_id"))
         .values(
-            head_seq=Document.head_seq + len(rows),
-            bytes_total=Document.bytes_total + added,
-            bytes_since_snapshot=Document.bytes_since_snapshot + added,
-            updates_since_snapshot=Document.updates_since_snapshot + len(rows),
-        )
+            head_seq=bindparam("b_head"),
+            bytes_total=d.c.bytes_total + bindparam("b_bytes"),
+            bytes_since_snapshot=d.c.bytes_since_snapshot + bindparam("b_bytes"),
+            updates_since_snapshot=d.c.updates_since_snapshot + bindparam("b_count"),
+        ),
+        [
+            {
+                "b_id": doc.id,
+                "b_head": doc.head_seq,
+                "b_bytes": doc.added_bytes,
+                "b_count": doc.head_seq - doc.start_seq,
+            }
+            for doc in docs
+        ],
     )
 
 
 async def lease_snapshot(
-    session: AsyncSession, doc_id: uuid.UUID, device_id: uuid.UUID, now: datetime, until: datetime
+    session: AsyncSession | AsyncConnection,
+    doc_id: uuid.UUID,
+    device_id: uuid.UUID,
+    now: datetime,
+    until: datetime,
 ) -> bool:
     """Give the device the job of writing the next snapshot, unless another holds it."""
     result = await session.execute(

@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.auth.service import Principal
 from server.config import Settings
+from server.db.engine import session_factory
 from server.db.models import DocSnapshot, Document, SettingRegister
 from server.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from server.kit.clock import utcnow
@@ -51,10 +52,11 @@ def setting_out(reg: SettingRegister) -> SettingOut:
 
 
 class SyncService:
-    def __init__(self, db: async_sessionmaker[AsyncSession], settings: Settings, hub: Hub) -> None:
-        self.db, self.settings, self.hub = db, settings, hub
+    def __init__(self, engine: AsyncEngine, settings: Settings, hub: Hub) -> None:
+        self.db = session_factory(engine)
+        self.settings, self.hub = settings, hub
         self._push_buckets = TokenBuckets(settings.push_rate, settings.push_burst)
-        self.appender = Appender(db, settings, hub)
+        self.appender = Appender(engine, settings, hub)
 
     # -- documents ----------------------------------------------------------------------
 
