@@ -4,6 +4,7 @@ subscriptions with their cursors. Transport-neutral: it talks to a ``Channel``."
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -72,7 +73,10 @@ class Connection:
         self.state = State.AUTHENTICATING
         self.principal: Principal | None = None
         self.subscriptions: dict[uuid.UUID, DocSubscription] = {}
-        self._queue: asyncio.Queue[bytes | str | None] = asyncio.Queue(settings.ws_send_queue)
+        # An idle socket holds no task of its own (memory per socket is a target): a writer
+        # runs only while frames wait, and heartbeats are sent by the replica's maintenance.
+        self._queue: collections.deque[bytes | str] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
         self._close: Closed | None = None
         self._last_heard = time.monotonic()
         self._bad_frames = 0
@@ -86,7 +90,6 @@ class Connection:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write_forever(), name="ws-writer")
         try:
             self.principal = await self._hello()
             self.state = State.OPEN
@@ -98,7 +101,6 @@ class Connection:
                     self.settings.ws_max_frame,
                 )
             )
-            self.spawn(self._heartbeat_forever())
             await self._read_forever()
         except Closed as closed:
             self._close = self._close or closed
@@ -112,7 +114,7 @@ class Connection:
             for doc_id, sub in list(self.subscriptions.items()):
                 await self.hub.leave(doc_id, sub)
             self.subscriptions.clear()
-            await self._drain_and_close(writer)
+            await self._drain_and_close()
             self.state = State.CLOSED
 
     def kill(self, code: p.CloseCode, reason: str) -> None:
@@ -120,8 +122,6 @@ class Connection:
         if self._close is None:
             self._close = Closed(code, reason)
         self.state = State.CLOSING
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
         for task in list(self._tasks):
             task.cancel()
         self._reader_cancel()
@@ -131,18 +131,20 @@ class Connection:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _drain_and_close(self, writer: asyncio.Task[None]) -> None:
+    async def _drain_and_close(self) -> None:
         """Flush what is queued (not for a client too slow to take it), then close; neither
         step may wait on the client for long."""
         closed = self._close or Closed(p.CloseCode.NORMAL, "bye")
+        writer = self._writer
         if closed.code == p.CloseCode.TOO_SLOW:
-            writer.cancel()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
-        try:
-            await asyncio.wait_for(writer, CLOSE_TIMEOUT)
-        except (TimeoutError, asyncio.CancelledError):
-            writer.cancel()
+            self._queue.clear()
+            if writer is not None:
+                writer.cancel()
+        if writer is not None and not writer.done():
+            try:
+                await asyncio.wait_for(writer, CLOSE_TIMEOUT)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.channel.close(int(closed.code), closed.reason)
@@ -158,14 +160,25 @@ class Connection:
         """Queue a frame; a client whose queue is full is too slow and is disconnected."""
         if self.state in (State.CLOSING, State.CLOSED):
             return
-        try:
-            self._queue.put_nowait(self.codec.encode(frame))
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.settings.ws_send_queue:
             self.kill(p.CloseCode.TOO_SLOW, "send queue full; reconnect and catch up")
+            return
+        self._queue.append(self.codec.encode(frame))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
 
-    async def _write_forever(self) -> None:
-        while (data := await self._queue.get()) is not None:
-            await self.channel.send(data)
+    async def _write_queued(self) -> None:
+        while self._queue:
+            await self.channel.send(self._queue.popleft())
+
+    def heartbeat(self, now: float) -> None:
+        """Called every heartbeat by the replica: ping, or drop a client gone silent."""
+        if self.state is not State.OPEN:
+            return
+        if now - self._last_heard > 2 * self.settings.ws_heartbeat:
+            self.kill(p.CloseCode.HEARTBEAT_TIMEOUT, "no frame for two heartbeats")
+        else:
+            self.send(p.Ping())
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -274,17 +287,6 @@ class Connection:
         sub = DocSubscription(self, frame.doc, frame.after)
         self.subscriptions[frame.doc] = sub
         await sub.start()
-
-    # -- liveness -----------------------------------------------------------------------
-
-    async def _heartbeat_forever(self) -> None:
-        interval = self.settings.ws_heartbeat
-        while True:
-            await asyncio.sleep(interval)
-            if time.monotonic() - self._last_heard > 2 * interval:
-                self.kill(p.CloseCode.HEARTBEAT_TIMEOUT, "no frame for two heartbeats")
-                return
-            self.send(p.Ping())
 
 
 def _ref_of(data: bytes | str) -> int | None:

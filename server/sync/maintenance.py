@@ -1,11 +1,13 @@
-"""Per-replica background work: live sockets of signed-out devices are closed, and the
-updates that snapshots replaced are pruned once their grace period is over."""
+"""Per-replica background work: heartbeats for every live socket (one loop, not a task per
+socket), sockets of signed-out devices closed, and the updates that snapshots replaced pruned
+once their grace period is over."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 
 from server.auth.service import AuthService
 from server.sync import protocol as p
@@ -62,6 +64,9 @@ class Sockets:
         while True:
             await asyncio.sleep(self.check_every)
             since_prune += self.check_every
+            now = time.monotonic()
+            for connection in list(self._live):
+                connection.heartbeat(now)
             try:
                 await self.close_revoked()
                 if since_prune >= PRUNE_EVERY:
