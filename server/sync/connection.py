@@ -21,7 +21,6 @@ from server.errors import AppError, Unauthorized
 from server.sync import protocol as p
 from server.sync.hub import Hub
 from server.sync.repository import Row
-from server.sync.schemas import UpdateOut
 from server.sync.service import SyncService
 from server.sync.tickets import Tickets
 
@@ -378,11 +377,7 @@ class DocSubscription:
         """Send rows that follow the cursor. A device's own updates are not echoed: it
         holds them already, and its acks carry their seqs."""
         own = self.conn.device_id
-        out = [
-            UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext)
-            for r in rows
-            if r.device_id != own
-        ]
+        out = [r for r in rows if r.device_id != own]
         if out:
             self.conn.send(p.Updates(self.doc_id, out, rows[-1].seq))
         self.cursor = rows[-1].seq

@@ -14,16 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db.dialect import insert_or_ignore
 from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
+from server.sync.schemas import UpdateOut
 
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One stored update, as the log hands it out."""
-
-    seq: int
-    device_id: uuid.UUID
-    key_version: int
-    ciphertext: bytes
+# One stored update, as the log hands it out: the API's own struct, so that catch-up builds
+# each row once (a msgspec struct costs a tenth of a dataclass to create).
+Row = UpdateOut
 
 
 # -- documents --------------------------------------------------------------------------
@@ -238,10 +233,9 @@ async def read_updates(
         conn = await session.connection()
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None  # noqa: S101 - a live connection always has its driver
-        uuids: dict[Any, uuid.UUID] = {}  # a document has few devices: convert each once
+        # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
         return [
-            Row(s, uuids.get(d) or uuids.setdefault(d, uuid.UUID(bytes=d.bytes)), k, c)
-            for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)
+            Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)
         ]
     result = await session.execute(
         select(DocUpdate.seq, DocUpdate.device_id, DocUpdate.key_version, DocUpdate.ciphertext)

@@ -52,7 +52,7 @@ class PushOut(msgspec.Struct):
     snapshot_requested: bool = False
 
 
-class UpdateOut(msgspec.Struct, array_like=False):
+class UpdateOut(msgspec.Struct, gc=False):
     seq: int
     device_id: uuid.UUID
     key_version: int

@@ -160,7 +160,7 @@ class SyncService:
             if updates and size + len(r.ciphertext) > PAGE_BYTES:
                 break
             size += len(r.ciphertext)
-            updates.append(UpdateOut(r.seq, r.device_id, r.key_version, r.ciphertext))
+            updates.append(r)
         last = updates[-1].seq if updates else after
         return UpdatePage(snapshot, updates, doc.head_seq, last < doc.head_seq)
 
