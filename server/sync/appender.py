@@ -29,6 +29,7 @@ from server.sync.schemas import PushOut, UpdateIn
 
 LOG_KINDS = frozenset({"canvas", "settings"})
 MAX_GROUP = 512  # pushes per transaction
+MAX_WORKERS = 4  # transactions in flight: Postgres shares their commits' flushes
 
 
 class QuotaExceeded(PayloadTooLarge):
@@ -58,7 +59,8 @@ class Appender:
     def __init__(self, engine: AsyncEngine, settings: Settings, hub: Hub) -> None:
         self.engine, self.settings, self.hub = engine, settings, hub
         self._waiting: list[_Push] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle = 0  # workers between transactions
 
     async def push(
         self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
@@ -66,14 +68,26 @@ class Appender:
         """Append after every push queued before it; answer once its group has committed."""
         push = _Push(who, doc_id, updates, kinds)
         self._waiting.append(push)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name="group-commit")
+        # Another transaction starts only when every running one is busy committing: alone,
+        # a push commits at once; under load, groups grow while up to MAX_WORKERS commit.
+        if self._idle == 0 and len(self._workers) < MAX_WORKERS:
+            worker = asyncio.create_task(self._work(), name="group-commit")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+            self._idle += 1
         return await asyncio.shield(push.future)
 
     async def _work(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-            await self._commit(group)
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                self._idle -= 1
+                try:
+                    await self._commit(group)
+                finally:
+                    self._idle += 1
+        finally:
+            self._idle -= 1
 
     async def _commit(self, group: list[_Push]) -> None:
         try:

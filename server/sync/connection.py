@@ -157,12 +157,16 @@ class Connection:
 
     def send(self, frame: p.ServerFrame) -> None:
         """Queue a frame; a client whose queue is full is too slow and is disconnected."""
+        if self.state not in (State.CLOSING, State.CLOSED):
+            self.send_encoded(self.codec.encode(frame))
+
+    def send_encoded(self, data: bytes | str) -> None:
         if self.state in (State.CLOSING, State.CLOSED):
             return
         if len(self._queue) >= self.settings.ws_send_queue:
             self.kill(p.CloseCode.TOO_SLOW, "send queue full; reconnect and catch up")
             return
-        self._queue.append(self.codec.encode(frame))
+        self._queue.append(data)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued())
 
@@ -376,11 +380,19 @@ class DocSubscription:
     def _emit(self, rows: Sequence[Row]) -> None:
         """Send rows that follow the cursor. A device's own updates are not echoed: it
         holds them already, and its acks carry their seqs."""
-        own = self.conn.device_id
+        own, last = self.conn.device_id, rows[-1].seq
         out = [r for r in rows if r.device_id != own]
-        if out:
-            self.conn.send(p.Updates(self.doc_id, out, rows[-1].seq))
-        self.cursor = rows[-1].seq
+        if len(out) == len(rows):
+            # The same rows go to every reader of the document: encode them once per format.
+            key = (self.doc_id, rows[0].seq, last, self.conn.codec.binary)
+            self.conn.send_encoded(
+                self.conn.hub.frames.get(
+                    key, lambda: self.conn.codec.encode(p.Updates(self.doc_id, out, last))
+                )
+            )
+        elif out:
+            self.conn.send(p.Updates(self.doc_id, out, last))
+        self.cursor = last
 
     def share_presence(self, data: bytes) -> None:
         """Relay at most one presence per interval; in between, the newest one wins."""

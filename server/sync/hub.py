@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -58,9 +58,28 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Bell).decode
 
 
+class FrameCache:
+    """Encoded frames of recent deliveries, keyed by what determines their bytes (document,
+    seq range, format): the log is immutable, so equal keys mean equal frames."""
+
+    LIMIT = 1024
+
+    def __init__(self) -> None:
+        self._frames: dict[Hashable, bytes | str] = {}
+
+    def get(self, key: Hashable, encode: Callable[[], bytes | str]) -> bytes | str:
+        frame = self._frames.get(key)
+        if frame is None:
+            if len(self._frames) >= self.LIMIT:
+                self._frames.clear()
+            frame = self._frames[key] = encode()
+        return frame
+
+
 class Hub:
     def __init__(self, broker: Broker, heads: Heads, sweep_interval: float) -> None:
         self.replica = uuid.uuid4()
+        self.frames = FrameCache()
         self._broker = broker
         self._heads = heads
         self._sweep_interval = sweep_interval
