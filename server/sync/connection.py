@@ -117,7 +117,7 @@ class Connection:
             self.state = State.CLOSED
 
     def kill(self, code: p.CloseCode, reason: str) -> None:
-        """Close from anywhere, without waiting: the writer sends the close."""
+        """Close from anywhere, without waiting: the reader stops, and run() closes."""
         if self._close is None:
             self._close = Closed(code, reason)
         self.state = State.CLOSING
