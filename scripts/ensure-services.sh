@@ -66,5 +66,5 @@ ensure() {  # name url-variable default-url default-port start-function
 status=0
 ensure Postgres TEST_POSTGRES_URL postgresql://postgres@127.0.0.1:5432/postgres 5432 \
   start_postgres postgresql || status=1
-ensure Redis TEST_REDIS_URL redis://127.0.0.1:6379/0 6379 start_redis redis-server || status=1
+ensure Redis TEST_REDIS_URL redis://127.0.0.1:6379/9 6379 start_redis redis-server || status=1
 exit $status

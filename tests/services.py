@@ -26,7 +26,8 @@ from aiosmtpd.controller import Controller
 from redis import Redis
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+# A database of its own: the suite empties it between tests.
+DEFAULT_REDIS = "redis://127.0.0.1:6379/9"
 MAIL_WAIT = 10.0
 
 

@@ -25,6 +25,9 @@ class Broker(Protocol):
     async def publish(self, channel: str, message: bytes) -> None:
         """Send a message to every subscriber of the channel, on every replica."""
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """Send several messages, in order, at the cost of one round trip."""
+
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call ``callback`` after the broker was down and is back: messages may be lost."""
 

@@ -42,6 +42,10 @@ class MemoryBroker:
             except Exception:
                 log.exception("broker handler failed", extra={"channel": channel})
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        for channel, message in messages:
+            await self.publish(channel, message)
+
     async def subscribe(self, channel: str, handler: Handler) -> _MemorySubscription:
         sub = _MemorySubscription(self, channel, handler)
         self._subscribers[channel].add(sub)

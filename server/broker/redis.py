@@ -58,6 +58,12 @@ class RedisBroker:
     async def publish(self, channel: str, message: bytes) -> None:
         await self.redis.publish(channel, message)
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
+
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         self._reconnected.append(callback)
 

@@ -27,6 +27,7 @@ log = logging.getLogger("session_sync.sync")
 CHANNEL_PREFIX = "ssync:doc:"
 INLINE_LIMIT = 256 * 1024  # updates larger than this in total travel by database, not bell
 BELL_QUEUE = 10_000
+RING_BATCH = 256
 
 Reader = Callable[[uuid.UUID, int, int], Awaitable[list[Row]]]
 Heads = Callable[[Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
@@ -162,11 +163,16 @@ class Hub:
             log.warning("bell queue full; other replicas will catch up on their sweep")
 
     async def _ring_forever(self) -> None:
+        """Publish queued bells in order, all that are waiting in one round trip."""
         failing = False
         while True:
-            doc_id, bell = await self._bells.get()
+            batch = [await self._bells.get()]
+            while not self._bells.empty() and len(batch) < RING_BATCH:
+                batch.append(self._bells.get_nowait())
             try:
-                await self._broker.publish(CHANNEL_PREFIX + str(doc_id), _encode(bell))
+                await self._broker.publish_many(
+                    [(CHANNEL_PREFIX + str(doc_id), _encode(bell)) for doc_id, bell in batch]
+                )
                 failing = False
             except Exception as exc:
                 if not failing:
