@@ -6,12 +6,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, WebSocket, delete, get, post, put, websocket
+from litestar import Controller, Request, Response, asgi, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import WebSocketDisconnect
+from litestar.enums import ScopeType
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.types import (
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+    WebSocketAcceptEvent,
+    WebSocketCloseEvent,
+    WebSocketSendEvent,
+)
 
 from server.auth.guards import provide_principal
 from server.auth.service import Principal
@@ -213,18 +223,42 @@ class SyncController(Controller):
         ticket: Ticket = await state.tickets.mint(principal)
         return ticket
 
-    @websocket("/")
-    async def socket(self, socket: WebSocket[Any, Any, Any], state: State) -> None:
-        """The live socket; see docs/spec/protocol.md."""
+    @asgi("/", copy_scope=False)
+    async def socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The live socket; see docs/spec/protocol.md. A bare ASGI handler: an idle socket
+        should cost as little as possible (bench/idle_connections.py)."""
+        if scope["type"] != ScopeType.WEBSOCKET:
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 426,
+                "headers": [(b"upgrade", b"websocket")],
+            }
+            body: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": b"",
+                "more_body": False,
+            }
+            await send(start)
+            await send(body)
+            return
+        state = scope["litestar_app"].state
         offered = [
-            s.strip()
-            for s in socket.headers.get("sec-websocket-protocol", "").split(",")
-            if s.strip()
+            part.strip()
+            for name, value in scope["headers"]
+            if name == b"sec-websocket-protocol"
+            for part in value.decode("latin-1").split(",")
         ]
+        if (await receive())["type"] != "websocket.connect":
+            return
         subprotocol = p.choose_subprotocol(offered)
-        await socket.accept(subprotocols=subprotocol)
+        accept: WebSocketAcceptEvent = {
+            "type": "websocket.accept",
+            "subprotocol": subprotocol,
+            "headers": [],
+        }
+        await send(accept)
         connection = Connection(
-            _Channel(socket),
+            _Channel(receive, send),
             p.Codec(subprotocol),
             state.settings,
             state.auth,
@@ -240,26 +274,31 @@ class SyncController(Controller):
 
 
 class _Channel:
-    """The litestar socket as the connection's Channel."""
+    """An ASGI websocket as the connection's Channel."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
-        self.socket = socket
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive, self._send = receive, send
+        self._gone = False
 
     async def receive(self) -> bytes | str | None:
-        try:
-            message = await self.socket.receive()
-        except WebSocketDisconnect:
+        if self._gone:
             return None
+        message = await self._receive()
         if message["type"] != "websocket.receive":
+            self._gone = True
             return None
         text = message.get("text")
         return text if text is not None else message.get("bytes") or b""
 
     async def send(self, data: bytes | str) -> None:
-        if isinstance(data, str):
-            await self.socket.send_text(data)
-        else:
-            await self.socket.send_bytes(data)
+        event: WebSocketSendEvent = (
+            {"type": "websocket.send", "text": data, "bytes": None}
+            if isinstance(data, str)
+            else {"type": "websocket.send", "bytes": data, "text": None}
+        )
+        await self._send(event)
 
     async def close(self, code: int, reason: str) -> None:
-        await self.socket.close(code, reason)
+        if not self._gone:
+            event: WebSocketCloseEvent = {"type": "websocket.close", "code": code, "reason": reason}
+            await self._send(event)

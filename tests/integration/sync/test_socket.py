@@ -295,3 +295,8 @@ async def test_subscribed_tells_the_real_head(served):
     socket = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
     _, head = await socket.subscribe(s["doc"], after=10)
     assert head == 0  # the client's cursor is past the head: it must start over
+
+
+async def test_plain_http_to_the_socket_path_is_told_to_upgrade(served):
+    r = await served["client"].get("/v1/sync")
+    assert r.status_code == 426 and r.headers["upgrade"] == "websocket"
