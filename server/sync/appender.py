@@ -61,6 +61,7 @@ class Appender:
         self._waiting: list[_Push] = []
         self._workers: set[asyncio.Task[None]] = set()
         self._idle = 0  # workers between transactions
+        self._busy: set[uuid.UUID] = set()  # documents in a transaction in flight
 
     async def push(
         self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
@@ -79,15 +80,29 @@ class Appender:
 
     async def _work(self) -> None:
         try:
-            while self._waiting:
-                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            while group := self._take():
                 self._idle -= 1
                 try:
                     await self._commit(group)
                 finally:
+                    self._busy.difference_update(p.doc_id for p in group)
                     self._idle += 1
         finally:
             self._idle -= 1
+
+    def _take(self) -> list[_Push]:
+        """The next group: waiting pushes whose document no other transaction holds, so that
+        each document's pushes commit in the order they came (one group at a time)."""
+        group: list[_Push] = []
+        rest: list[_Push] = []
+        for push in self._waiting:
+            if push.doc_id in self._busy or len(group) >= MAX_GROUP:
+                rest.append(push)
+            else:
+                group.append(push)
+        self._waiting = rest
+        self._busy.update(p.doc_id for p in group)
+        return group
 
     async def _commit(self, group: list[_Push]) -> None:
         try:

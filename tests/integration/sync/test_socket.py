@@ -300,3 +300,19 @@ async def test_subscribed_tells_the_real_head(served):
 async def test_plain_http_to_the_socket_path_is_told_to_upgrade(served):
     r = await served["client"].get("/v1/sync")
     assert r.status_code == 426 and r.headers["upgrade"] == "websocket"
+
+
+async def test_pipelined_pushes_commit_in_the_order_sent(served):
+    """Pushes sent without waiting for acks get seqs in the order they were sent, even when
+    several group commits are in flight."""
+    s = served
+    socket = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    for ref in range(40):
+        frame = {"client_update_id": f"p{ref}", "key_version": 1, "ciphertext": "eA=="}
+        await socket.send({"type": "push", "doc": s["doc"], "ref": ref, "updates": [frame]})
+    acks = {}
+    while len(acks) < 40:
+        frame = await socket.recv()
+        assert frame["type"] == "ack", frame
+        acks[frame["ref"]] = frame["seqs"][0]
+    assert [acks[ref] for ref in range(40)] == list(range(1, 41))
