@@ -241,6 +241,11 @@ class Settings(BaseSettings):
         """Raise ConfigError for a configuration the server must refuse to start with."""
         self.resolved_secret()
         _ = self.proxy_networks
+        if self.push_burst < self.max_batch:
+            raise ConfigError(
+                "SESSION_SYNC_PUSH_BURST must be at least SESSION_SYNC_MAX_BATCH: a batch "
+                "larger than the burst could never be pushed"
+            )
         if self.is_production and self.smtp_url is None:
             raise ConfigError(
                 "SESSION_SYNC_SMTP_URL must be set in production: without it one-time "

@@ -56,3 +56,8 @@ def test_the_embedded_default_is_sqlite_in_the_data_dir(tmp_path):
 def test_bad_proxy_list_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
         Settings(data_dir=tmp_path, trusted_proxies=["not-an-ip"]).check()
+
+
+def test_a_burst_below_the_batch_size_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="PUSH_BURST"):
+        Settings(data_dir=tmp_path, secret_key=STRONG, push_burst=10, max_batch=100).check()

@@ -221,7 +221,9 @@ async def test_quotas(make_settings, smtp):
 
 
 async def test_push_rate_per_device(make_settings, smtp):
-    async with app_client(create_app(make_settings(push_rate=1, push_burst=3))) as client:
+    async with app_client(
+        create_app(make_settings(push_rate=1, push_burst=3, max_batch=3))
+    ) as client:
         me = await sign_in(client, smtp)
         doc = await new_doc(client, me)
         url = f"/v1/docs/{doc}/updates"
