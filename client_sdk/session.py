@@ -217,7 +217,7 @@ class CanvasSync:
         many batches were sent."""
         self.seal()
         sent = 0
-        total = len(self.store.pending(self.doc_id, limit=1_000_000))
+        total = self.store.batches(self.doc_id)
         while batch := self.store.pending(self.doc_id, PUSH_BATCH):
             answer = await self.client.push(
                 self.doc_id,

@@ -147,6 +147,14 @@ class LocalStore:
                 "DELETE FROM outbox WHERE client_update_id = ?", [(c,) for c in client_update_ids]
             )
 
+    def batches(self, doc_id: uuid.UUID) -> int:
+        """Sealed batches of the document waiting for an ack."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE doc_id = ?", (str(doc_id),)
+            ).fetchone()
+        return int(row[0])
+
     def pending_count(self) -> int:
         """Local edits not yet acknowledged by the server: unsealed changes and batches."""
         with self._lock:

@@ -76,3 +76,17 @@ async def new_doc(client: httpx.AsyncClient, tokens: dict[str, Any], kind: str =
     r = await client.post("/v1/docs", json={"kind": kind}, headers=bearer(tokens))
     assert r.status_code == 201, r.text
     return str(r.json()["doc_id"])
+
+
+async def count_rows(settings: Any, model: Any) -> int:
+    """How many rows a table holds, read through a connection of its own."""
+    from sqlalchemy import func, select
+
+    from server.db.engine import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        async with session_factory(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+    finally:
+        await engine.dispose()

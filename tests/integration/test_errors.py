@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from server.app import create_app
-from server.db.engine import create_engine, session_factory
 from server.db.models import EmailCode
 from tests.conftest import app_client
-from tests.helpers import assert_problem, new_email
-
-
-async def stored_codes(settings) -> int:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            return int(await session.scalar(select(func.count()).select_from(EmailCode)) or 0)
-    finally:
-        await engine.dispose()
+from tests.helpers import assert_problem, count_rows, new_email
 
 
 async def test_oversized_body_answers_413_and_stores_nothing(make_settings):
@@ -28,7 +16,7 @@ async def test_oversized_body_answers_413_and_stores_nothing(make_settings):
             "/v1/auth/email/start", json={"email": new_email(), "padding": padding}
         )
         assert_problem(r, 413, "payload-too-large")
-    assert await stored_codes(settings) == 0
+    assert await count_rows(settings, EmailCode) == 0
 
 
 async def test_malformed_and_invalid_bodies_answer_400(client, settings):
@@ -50,7 +38,7 @@ async def test_malformed_and_invalid_bodies_answer_400(client, settings):
         json={"email": new_email(), "code": "12ab56", "device_name": "x"},
     )
     assert_problem(r, 400, "validation-failed")
-    assert await stored_codes(settings) == 0
+    assert await count_rows(settings, EmailCode) == 0
 
 
 async def test_validation_errors_do_not_echo_the_submitted_values(client):

@@ -7,23 +7,14 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from server.app import create_app
-from server.db.engine import create_engine, session_factory
+from server.db.engine import create_engine
 from server.db.models import Device, EmailCode, User
 from server.kit.clock import utcnow
 from tests.conftest import app_client
-from tests.helpers import assert_problem, bearer, new_email, request_code, sign_in
-
-
-async def count(settings, model) -> int:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-    finally:
-        await engine.dispose()
+from tests.helpers import assert_problem, bearer, count_rows, new_email, request_code, sign_in
 
 
 async def test_new_address_signs_in_with_the_mailed_code(client, smtp, settings):
@@ -36,7 +27,7 @@ async def test_new_address_signs_in_with_the_mailed_code(client, smtp, settings)
     assert me.status_code == 200
     assert me.json()["email"] == tokens["email"]
     assert me.json()["user_id"] == tokens["user_id"]
-    assert await count(settings, User) == 1
+    assert await count_rows(settings, User) == 1
 
 
 async def test_known_and_unknown_addresses_get_the_same_answer(client, smtp):
@@ -196,7 +187,7 @@ async def test_twenty_concurrent_correct_codes_mint_one_session(client, smtp, se
     )
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] + [401] * 19
-    assert await count(settings, Device) == 1
+    assert await count_rows(settings, Device) == 1
 
 
 async def test_logs_hold_no_codes_or_tokens(client, smtp, server_logs):

@@ -7,22 +7,11 @@ import base64
 import uuid
 
 import msgspec
-from sqlalchemy import func, select
 
 from server.app import create_app
-from server.db.engine import create_engine, session_factory
 from server.db.models import DocUpdate
 from tests.conftest import app_client
-from tests.helpers import assert_problem, b64, bearer, new_doc, sign_in, updates
-
-
-async def stored_updates(settings) -> int:
-    engine = create_engine(settings)
-    try:
-        async with session_factory(engine)() as session:
-            return int(await session.scalar(select(func.count()).select_from(DocUpdate)) or 0)
-    finally:
-        await engine.dispose()
+from tests.helpers import assert_problem, b64, bearer, count_rows, new_doc, sign_in, updates
 
 
 async def test_documents_are_created_listed_and_deleted(client, smtp):
@@ -81,7 +70,7 @@ async def test_a_repeated_client_update_id_stores_nothing(client, smtp, settings
     )
     assert first.json()["seqs"] == [1, 2]
     assert again.json()["seqs"] == [1, 2, 3]
-    assert await stored_updates(settings) == 3
+    assert await count_rows(settings, DocUpdate) == 3
 
 
 async def test_twenty_concurrent_writers_get_unique_gapless_seqs(client, smtp):
@@ -200,7 +189,7 @@ async def test_bad_updates_are_refused_and_store_nothing(make_settings, smtp):
         r = await client.post(url, content=b"x", headers=auth | {"Content-Type": "text/plain"})
         assert_problem(r, 415, "unsupported-media-type")
         assert (await client.get(f"/v1/docs/{doc}", headers=auth)).json()["head"] == 0
-    assert await stored_updates(settings) == 0
+    assert await count_rows(settings, DocUpdate) == 0
 
 
 async def test_quotas(make_settings, smtp):
@@ -245,7 +234,7 @@ async def test_concurrent_resends_of_one_batch_store_it_once(client, smtp, setti
         )
     )
     assert {tuple(a.json()["seqs"]) for a in answers} == {(1, 2)}
-    assert await stored_updates(settings) == 2
+    assert await count_rows(settings, DocUpdate) == 2
 
 
 async def test_a_refused_push_does_not_spoil_the_others_committed_with_it(client, smtp):
