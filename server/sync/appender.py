@@ -116,9 +116,11 @@ class Appender:
                 push.future.set_exception(outcome)
             else:
                 push.future.set_result(Appended(outcome, push.rows))
+        stored: dict[uuid.UUID, list[Row]] = {}
+        for push in group:  # one pass: a group may span hundreds of documents
+            stored.setdefault(push.doc_id, []).extend(push.rows)
         for doc_id, head in heads.items():
-            rows = [r for p in group if p.doc_id == doc_id for r in p.rows]
-            await self.hub.committed(doc_id, head, rows)
+            await self.hub.committed(doc_id, head, stored[doc_id])
 
     async def _transaction(
         self, group: list[_Push]
