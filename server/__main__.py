@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.db.migrate import ensure_schema
+    from server.serve import uvicorn_config
 
     settings.check()
     ensure_schema(settings)
@@ -27,18 +29,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        proxy_headers=False,  # the app reads X-Forwarded-For itself, from trusted proxies only
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the app logs each request by route template
-        timeout_graceful_shutdown=10,
-        ws_max_size=settings.ws_max_frame + 1024,
-        ws_ping_interval=None,  # the protocol has its own heartbeats
-    )
-    return 0
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the signal it stopped on
+        server.run()
+    return 0 if server.started else 3  # 3: uvicorn's exit code for a failed start-up
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:

@@ -210,11 +210,10 @@ async def live_server(app: Litestar) -> AsyncIterator[str]:
     """The app served by uvicorn on a loopback port, in this event loop; yields its URL."""
     import uvicorn
 
+    from server.serve import uvicorn_config
+
     port = services.free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws_ping_interval=None
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -225,52 +225,58 @@ class SyncController(Controller):
 
     @asgi("/", copy_scope=False)
     async def socket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The live socket; see docs/spec/protocol.md. A bare ASGI handler: an idle socket
-        should cost as little as possible (bench/idle_connections.py)."""
-        if scope["type"] != ScopeType.WEBSOCKET:
-            start: HTTPResponseStartEvent = {
-                "type": "http.response.start",
-                "status": 426,
-                "headers": [(b"upgrade", b"websocket")],
-            }
-            body: HTTPResponseBodyEvent = {
-                "type": "http.response.body",
-                "body": b"",
-                "more_body": False,
-            }
-            await send(start)
-            await send(body)
-            return
-        state = scope["litestar_app"].state
-        offered = [
-            part.strip()
-            for name, value in scope["headers"]
-            if name == b"sec-websocket-protocol"
-            for part in value.decode("latin-1").split(",")
-        ]
-        if (await receive())["type"] != "websocket.connect":
-            return
-        subprotocol = p.choose_subprotocol(offered)
-        accept: WebSocketAcceptEvent = {
-            "type": "websocket.accept",
-            "subprotocol": subprotocol,
-            "headers": [],
+        """The live socket; see docs/spec/protocol.md. Served by uvicorn, the socket reaches
+        serve_socket through server.serve.front_door, without the router."""
+        await serve_socket(scope["litestar_app"].state, scope, receive, send)
+
+
+async def serve_socket(state: State, scope: Scope, receive: Receive, send: Send) -> None:
+    """A bare ASGI handler: an idle socket should cost as little as possible
+    (bench/idle_connections.py), so nothing of the upgrade request is kept once it is open."""
+    if scope["type"] != ScopeType.WEBSOCKET:
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 426,
+            "headers": [(b"upgrade", b"websocket")],
         }
-        await send(accept)
-        connection = Connection(
-            _Channel(receive, send),
-            p.Codec(subprotocol),
-            state.settings,
-            state.auth,
-            state.tickets,
-            state.sync,
-            state.hub,
-        )
-        state.sockets.add(connection)
-        try:
-            await connection.run()
-        finally:
-            state.sockets.discard(connection)
+        body: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": b"",
+            "more_body": False,
+        }
+        await send(start)
+        await send(body)
+        return
+    offered = [
+        part.strip()
+        for name, value in scope["headers"]
+        if name == b"sec-websocket-protocol"
+        for part in value.decode("latin-1").split(",")
+    ]
+    del scope
+    if (await receive())["type"] != "websocket.connect":
+        return
+    subprotocol = p.choose_subprotocol(offered)
+    accept: WebSocketAcceptEvent = {
+        "type": "websocket.accept",
+        "subprotocol": subprotocol,
+        "headers": [],
+    }
+    await send(accept)
+    connection = Connection(
+        _Channel(receive, send),
+        p.Codec(subprotocol),
+        state.settings,
+        state.auth,
+        state.tickets,
+        state.sync,
+        state.hub,
+    )
+    state.sockets.add(connection)
+    try:
+        await connection.run()
+    finally:
+        state.sockets.discard(connection)
 
 
 class _Channel:
