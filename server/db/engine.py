@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,7 +23,30 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"server_settings": {"application_name": "session-sync"}},
+    )
+    _check_on_checkout(engine)
+    return engine
+
+
+def _check_on_checkout(engine: AsyncEngine) -> None:
+    """Hand out no connection the server has closed (a restart, a terminated backend).
+
+    asyncpg notices a closed socket as soon as the event loop reads the EOF, so the check
+    costs no round trip. SQLAlchemy's pool_pre_ping would cost three per checkout with
+    asyncpg (BEGIN, a ping, ROLLBACK): more than the statements of most requests
+    (bench/tools/push_anatomy.py). A connection that dies unnoticed still fails one
+    statement, and SQLAlchemy then replaces the whole pool.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("connection closed by the server")
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

@@ -1,0 +1,38 @@
+"""The server's connection pool against a real Postgres that drops its connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from server.app import create_app
+from tests.conftest import app_client
+from tests.helpers import sign_in
+
+
+@pytest.mark.backend("postgres")
+async def test_requests_survive_postgres_dropping_every_connection(make_settings, smtp):
+    """A restart or a terminated backend closes the pooled connections; the pool must not
+    hand them out again (it checks each one at checkout, without a round trip)."""
+    settings = make_settings()
+    app = create_app(settings)
+    async with app_client(app) as client:
+        me = await sign_in(client, smtp)
+        headers = {"authorization": f"Bearer {me['access_token']}"}
+        for _ in range(3):  # several pooled connections, all idle afterwards
+            assert (await client.get("/v1/me", headers=headers)).status_code == 200
+        admin = await asyncpg.connect(settings.database_url)
+        try:
+            dropped = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'session-sync' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert dropped >= 1
+        await asyncio.sleep(0.2)  # the event loop reads the EOFs
+        for _ in range(3):
+            response = await client.get("/v1/me", headers=headers)
+            assert response.status_code == 200, response.text
