@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.auth import repository as repo
 from server.auth.schemas import DeviceList, DeviceOut, KdfParams, Me, PublicKey, TokenPair
 from server.config import Settings
+from server.db.engine import reading
 from server.errors import (
     Conflict,
     InvalidCode,
@@ -144,11 +145,12 @@ class AuthService:
     async def check_device(self, who: Principal) -> None:
         """Raise InvalidToken unless the device is still signed in; note that it was seen."""
         now = utcnow()
-        async with self.db.begin() as session:
+        async with reading(self.db) as session:
             device = await repo.get_device(session, who.user_id, who.device_id)
-            if device is None or device.revoked_at is not None:
-                raise InvalidToken()
-            if now - device.last_seen_at > LAST_SEEN_RESOLUTION:
+        if device is None or device.revoked_at is not None:
+            raise InvalidToken()
+        if now - device.last_seen_at > LAST_SEEN_RESOLUTION:
+            async with self.db.begin() as session:
                 await repo.touch_device(session, device.id, now)
 
     async def revoked_among(self, device_ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -74,3 +76,19 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def reading(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need no transaction around them. On Postgres each statement
+    commits on its own: no BEGIN and ROLLBACK round trips (half the cost of a one-query
+    request's database work). On SQLite, an ordinary session."""
+    engine: AsyncEngine = db.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        async with db() as session:
+            yield session
+        return
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with db(bind=autocommit) as session:
+            yield session

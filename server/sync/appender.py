@@ -3,8 +3,8 @@ whatever its document (row locks taken in id order, one dedupe query, one insert
 update per document), and all are acknowledged together once it commits.
 
 Alone, a push commits at once; under load, one commit (and its fsync) serves hundreds. The
-hot path uses SQLAlchemy Core on a bare connection: the ORM's unit of work cost several times
-the database's own time per push (bench/results/push_anatomy.txt).
+hot path skips the ORM (asyncpg itself on Postgres, SQLAlchemy Core on SQLite): its unit of
+work cost several times the database's own time per push (bench/results/push_anatomy.txt).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.auth.service import Principal
 from server.config import Settings
@@ -29,7 +29,7 @@ from server.sync.schemas import PushOut, UpdateIn
 
 LOG_KINDS = frozenset({"canvas", "settings"})
 MAX_GROUP = 512  # pushes per transaction
-MAX_WORKERS = 4  # transactions in flight: Postgres shares their commits' flushes
+MAX_WORKERS = 2  # transactions in flight: Postgres shares their commits' flushes
 
 
 class QuotaExceeded(PayloadTooLarge):
@@ -126,18 +126,18 @@ class Appender:
         self, group: list[_Push]
     ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
         now = utcnow()
-        async with self.engine.begin() as conn:
-            docs = await repo.lock_docs(conn, sorted({p.doc_id for p in group}))
-            known = await repo.seqs_for(
-                conn, [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
+        async with repo.group_transaction(self.engine) as log:
+            docs = await log.lock_docs(sorted({p.doc_id for p in group}))
+            known = await log.seqs_for(
+                [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
             )
-            used = await repo.bytes_by_owner(conn, {d.owner_user_id for d in docs.values()})
+            used = await log.bytes_by_owner({d.owner_user_id for d in docs.values()})
             outcomes = [self._assign(push, docs.get(push.doc_id), known, used) for push in group]
             changed = [d for d in docs.values() if d.head_seq > d.start_seq]
             if changed:
-                await self._lease_snapshots(conn, group, outcomes, changed, now)
+                await self._lease_snapshots(log, group, outcomes, changed, now)
                 rows = [f | {"created_at": now} for p in group for f in p.fresh]
-                await repo.append_rows(conn, rows, changed)
+                await log.append_rows(rows, changed)
         return outcomes, {d.id: d.head_seq for d in changed}
 
     def _assign(
@@ -184,7 +184,7 @@ class Appender:
 
     async def _lease_snapshots(
         self,
-        conn: AsyncConnection,
+        log: repo.GroupLog,
         group: list[_Push],
         outcomes: list[PushOut | BaseException],
         changed: list[LockedDoc],
@@ -204,7 +204,7 @@ class Appender:
             index, pusher = next(
                 (i, p) for i, p in reversed(list(enumerate(group))) if p.doc_id == doc.id and p.rows
             )
-            if await repo.lease_snapshot(conn, doc.id, pusher.who.device_id, now, until):
+            if await log.lease_snapshot(doc.id, pusher.who.device_id, now, until):
                 outcome = outcomes[index]
                 if isinstance(outcome, PushOut):
                     outcome.snapshot_requested = True

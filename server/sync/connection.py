@@ -169,6 +169,13 @@ class Connection:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued())
 
+    async def drained(self, frames: int) -> None:
+        """Return once at most ``frames`` frames wait to be written: a catch-up that reads
+        pages faster than the client takes them waits here instead of filling the queue."""
+        writer = self._writer
+        if len(self._queue) > frames and writer is not None and not writer.done():
+            await asyncio.wait({writer})
+
     async def _write_queued(self) -> None:
         while self._queue:
             await self.channel.send(self._queue.popleft())

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 from server.sync import protocol as p
 from server.sync.repository import Row
+from server.sync.service import MAX_PAGE
 
 if TYPE_CHECKING:
     from server.sync.connection import Connection
-
-CATCH_UP_PAGE = 1000
 
 
 class DocSubscription:
@@ -45,7 +44,8 @@ class DocSubscription:
 
     async def _send_backlog(self) -> int:
         while True:
-            page = await self.conn.sync.page(None, self.doc_id, self.cursor, CATCH_UP_PAGE)
+            await self.conn.drained(1)  # the next page is read while this one is written
+            page = await self.conn.sync.page(None, self.doc_id, self.cursor, MAX_PAGE)
             if page.snapshot is not None:
                 snap = page.snapshot
                 self.conn.send(
@@ -85,7 +85,7 @@ class DocSubscription:
         try:
             async with self._lock:
                 while self.cursor < head:
-                    rows = await self.conn.sync.read_log(self.doc_id, self.cursor, CATCH_UP_PAGE)
+                    rows = await self.conn.sync.read_log(self.doc_id, self.cursor, MAX_PAGE)
                     if not rows:
                         break
                     self._emit(rows)
