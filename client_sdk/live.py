@@ -20,6 +20,9 @@ from client_sdk.session import CanvasSync
 
 log = logging.getLogger("client_sdk.live")
 SUBPROTOCOL = "session-sync.v1.msgpack"
+# A snapshot frame carries up to 64 MiB of ciphertext, a backlog frame about 8 MiB
+# (docs/spec/protocol.md); websockets would refuse anything over 1 MiB by default.
+MAX_FRAME = 128 * 1024 * 1024
 
 
 class LiveSync:
@@ -93,7 +96,11 @@ class LiveSync:
     async def _session(self, stop: asyncio.Event) -> None:
         url = self.client.base_url.replace("http", "ws", 1) + "/v1/sync"
         ticket = await self.client.ticket()
-        async with connect(url, subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+        async with connect(
+            url,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            max_size=MAX_FRAME,
+        ) as ws:
             self._ws, self._acks, self._subscribed = ws, {}, set()
             await self._send({"type": "hello", "token": ticket})
             welcome = await self._recv(ws)

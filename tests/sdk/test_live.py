@@ -80,6 +80,25 @@ async def test_live_edits_flow_both_ways_and_survive_a_reconnect(server_url, smt
         await client.aclose()
 
 
+async def test_a_backlog_frame_over_a_mebibyte_arrives(server_url, smtp, tmp_path):
+    """Backlog frames carry up to 5000 updates; the SDK's socket takes frames far larger
+    than the 1 MiB a websockets client accepts by default."""
+    email = new_email()
+    a_client, a, code = await open_device(server_url, smtp, tmp_path, email, "laptop")
+    b_client, b, _ = await open_device(server_url, smtp, tmp_path, email, "desktop", code)
+    board = await a.new_canvas()
+    for i in range(3):  # three pushes of ~600 KB: one backlog frame of ~1.8 MB
+        board.canvas.add_agent(f"{i}:" + "x" * 600_000)
+        await board.push()
+    mirror = b.canvas(board.doc_id)
+    async with live(mirror) as sync:
+        await until(lambda: len(names(mirror)) == 3)
+        assert not sync.errors
+    for session, client in ((a, a_client), (b, b_client)):
+        session.close()
+        await client.aclose()
+
+
 def names(sync) -> set[str]:
     return {agent["name"] for agent in sync.canvas.to_json()["agents"].values()}
 
