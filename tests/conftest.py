@@ -213,14 +213,20 @@ async def live_server(app: Litestar) -> AsyncIterator[str]:
     from server.serve import uvicorn_config
 
     port = services.free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))
+    async with serving(uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning"))):
+        yield f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def serving(server: Any) -> AsyncIterator[None]:
+    """A uvicorn.Server running in this event loop until the block ends."""
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield
     finally:
         server.should_exit = True
         await task

@@ -154,12 +154,19 @@ async def group_transaction(engine: AsyncEngine) -> AsyncIterator[GroupLog]:
     a push's server CPU (bench/durable_append.py with BENCH_PROFILE)."""
     if engine.dialect.name == "postgresql":
         async with engine.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
+            driver = await _driver(conn)
             async with driver.transaction():
                 yield _PgGroupLog(driver)
     else:
         async with engine.begin() as conn:
             yield _CoreGroupLog(conn)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one, for the hot paths that skip SQLAlchemy."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None  # noqa: S101 - a live connection always has its driver
+    return driver
 
 
 def _locked(row: Sequence[Any]) -> LockedDoc:
@@ -359,9 +366,7 @@ async def read_page(
 ) -> tuple[DocHead | None, list[Row]]:
     """The document and its updates after a seq in one statement outside a transaction: one
     round trip, one consistent view (Postgres only). The caller applies ``writable_by``."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None  # noqa: S101 - a live connection always has its driver
-    records = await driver.fetch(_PAGE_PG, doc_id, after, limit)
+    records = await (await _driver(conn)).fetch(_PAGE_PG, doc_id, after, limit)
     if not records:
         return None, []
     first = records[0]
@@ -377,9 +382,7 @@ async def read_updates(
     """Updates after a seq, in order. On Postgres the catch-up hot path reads through the
     driver: SQLAlchemy's result processing cost 4x asyncpg's own fetch (bench/catchup.py)."""
     if session.get_bind().dialect.name == "postgresql":
-        conn = await session.connection()
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None  # noqa: S101 - a live connection always has its driver
+        driver = await _driver(await session.connection())
         # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
         return [
             Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.kit.websocket import WebSocketProtocol
 from tests import services
+from tests.conftest import serving
 
 
 class EchoApp:
@@ -74,14 +75,8 @@ async def served() -> AsyncIterator[tuple[EchoApp, int, uvicorn.Server]]:
         log_level="critical",
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(server):
         yield app, port, server
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def until(predicate: Any, timeout: float = 5.0) -> None:
