@@ -63,10 +63,11 @@ class Appender:
         self._idle = 0  # workers between transactions
         self._busy: set[uuid.UUID] = set()  # documents in a transaction in flight
 
-    async def push(
+    def submit(
         self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
-    ) -> Appended:
-        """Append after every push queued before it; answer once its group has committed."""
+    ) -> asyncio.Future[Appended]:
+        """Queue a push behind every push queued before it, without waiting: the future
+        resolves once its group has committed."""
         push = _Push(who, doc_id, updates, kinds)
         self._waiting.append(push)
         # Another transaction starts only when every running one is busy committing: alone,
@@ -76,7 +77,7 @@ class Appender:
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
             self._idle += 1
-        return await asyncio.shield(push.future)
+        return push.future
 
     async def _work(self) -> None:
         try:

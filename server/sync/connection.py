@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import time
 import uuid
@@ -19,6 +20,7 @@ from server.auth.service import AuthService, Principal
 from server.config import Settings
 from server.errors import AppError, Unauthorized
 from server.sync import protocol as p
+from server.sync.appender import Appended
 from server.sync.hub import Hub
 from server.sync.service import SyncService
 from server.sync.subscription import DocSubscription
@@ -29,6 +31,7 @@ log = logging.getLogger("session_sync.sync")
 HELLO_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 MAX_BAD_FRAMES = 10
+MAX_IN_FLIGHT = 64  # pushes of one connection waiting for their commit
 
 
 class Channel(Protocol):
@@ -80,6 +83,8 @@ class Connection:
         self._bad_frames = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader_task: asyncio.Task[Any] | None = None
+        self._in_flight = 0  # pushes submitted and not yet committed
+        self._room: asyncio.Future[None] | None = None  # the reader waits here when full
 
     @property
     def device_id(self) -> uuid.UUID | None:
@@ -263,25 +268,47 @@ class Connection:
                 self._bad_frame("already authenticated")
 
     async def _push(self, frame: p.Push) -> None:
+        """Queue the push and read on: its ack is sent when its group commits. Acks of one
+        document come in push order; at most MAX_IN_FLIGHT pushes wait, then reading waits."""
         assert self.principal is not None  # noqa: S101 - set before the read loop starts
         try:
-            appended = await self.sync.push(self.principal, frame.doc, frame.updates)
+            pending = self.sync.submit(self.principal, frame.doc, frame.updates)
         except AppError as exc:
-            retry = exc.headers.get("Retry-After")
-            self.send(
-                p.ErrorFrame(
-                    exc.slug,
-                    str(exc.detail or exc.title),
-                    ref=frame.ref,
-                    doc=frame.doc,
-                    retry_after=float(retry) if retry else None,
-                )
-            )
+            self._refuse(frame, exc)
             return
-        out = appended.out
-        self.send(p.Ack(frame.doc, frame.ref, out.seqs, out.head))
-        if out.snapshot_requested:
-            self.send(p.SnapshotRequest(frame.doc, out.head, self.settings.snapshot_lease))
+        self._in_flight += 1
+        pending.add_done_callback(functools.partial(self._pushed, frame))
+        if self._in_flight >= MAX_IN_FLIGHT:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def _pushed(self, frame: p.Push, pending: asyncio.Future[Appended]) -> None:
+        self._in_flight -= 1
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+        exc = pending.exception()
+        if isinstance(exc, AppError):
+            self._refuse(frame, exc)
+        elif exc is not None:
+            log.error("push failed", exc_info=exc)
+            self.kill(p.CloseCode.INTERNAL_ERROR, "internal error")
+        else:
+            out = pending.result().out
+            self.send(p.Ack(frame.doc, frame.ref, out.seqs, out.head))
+            if out.snapshot_requested:
+                self.send(p.SnapshotRequest(frame.doc, out.head, self.settings.snapshot_lease))
+
+    def _refuse(self, frame: p.Push, exc: AppError) -> None:
+        retry = exc.headers.get("Retry-After")
+        self.send(
+            p.ErrorFrame(
+                exc.slug,
+                str(exc.detail or exc.title),
+                ref=frame.ref,
+                doc=frame.doc,
+                retry_after=float(retry) if retry else None,
+            )
+        )
 
     async def _subscribe(self, frame: p.Subscribe) -> None:
         assert self.principal is not None  # noqa: S101 - set before the read loop starts

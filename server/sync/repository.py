@@ -189,16 +189,17 @@ class _PgGroupLog:
     async def seqs_for(
         self, pairs: list[tuple[uuid.UUID, str]]
     ) -> dict[tuple[uuid.UUID, str], int]:
-        # Two ANY lists (not a join with unnest, which the planner may answer by scanning
-        # the whole log) keep this on the (doc_id, client_update_id) index.
+        # One unique-index probe per pair, whatever the plan: a prepared statement soon runs
+        # a generic plan, and for `doc_id = ANY(..) AND client_update_id = ANY(..)` that one
+        # walked every row of the documents, so each push cost more as the log grew.
         records = await self.driver.fetch(
-            "SELECT doc_id, client_update_id, seq FROM doc_updates"
-            " WHERE doc_id = ANY($1::uuid[]) AND client_update_id = ANY($2::text[])",
-            list({doc for doc, _ in pairs}),
-            list({cid for _, cid in pairs}),
+            "SELECT k.d, k.c, (SELECT seq FROM doc_updates u"
+            " WHERE u.doc_id = k.d AND u.client_update_id = k.c)"
+            " FROM unnest($1::uuid[], $2::text[]) AS k(d, c)",
+            [doc for doc, _ in pairs],
+            [cid for _, cid in pairs],
         )
-        wanted = set(pairs)
-        return {(r[0], r[1]): r[2] for r in records if (r[0], r[1]) in wanted}
+        return {(r[0], r[1]): r[2] for r in records if r[2] is not None}
 
     async def bytes_by_owner(self, owners: set[uuid.UUID]) -> dict[uuid.UUID, int]:
         records = await self.driver.fetch(

@@ -3,6 +3,7 @@ snapshots and their pruning, transcripts, and last-write-wins settings."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -105,11 +106,22 @@ class SyncService:
     ) -> Appended:
         """Append a batch, answering after commit (group-committed with concurrent pushes to
         the same document). A client update id seen before answers its original seq."""
+        return await asyncio.shield(self.submit(who, doc_id, updates, kinds))
+
+    def submit(
+        self,
+        who: Principal,
+        doc_id: uuid.UUID,
+        updates: Sequence[UpdateIn],
+        kinds: frozenset[str] = LOG_KINDS,
+    ) -> asyncio.Future[Appended]:
+        """Check a batch and queue it without waiting (a websocket keeps reading while its
+        pushes commit); the future resolves after the commit, in the order of submission."""
         self._check_batch(updates, kinds)
         wait = self._push_buckets.take(str(who.device_id), len(updates))
         if wait:
             raise RateLimited(int(wait) + 1, "this device is pushing too fast")
-        return await self.appender.push(who, doc_id, updates, kinds)
+        return self.appender.submit(who, doc_id, updates, kinds)
 
     def _check_batch(self, updates: Sequence[UpdateIn], kinds: frozenset[str]) -> None:
         limit = (

@@ -7,9 +7,12 @@ import base64
 import uuid
 
 import msgspec
+import pytest
 
 from server.app import create_app
+from server.db.engine import create_engine
 from server.db.models import DocUpdate
+from server.sync import repository as repo
 from tests.conftest import app_client
 from tests.helpers import assert_problem, b64, bearer, count_rows, new_doc, sign_in, updates
 
@@ -259,3 +262,33 @@ async def test_retrying_a_create_at_the_document_limit_is_still_a_no_op(make_set
         body = {"kind": "canvas", "doc_id": doc_id}
         assert (await client.post("/v1/docs", json=body, headers=bearer(me))).status_code == 201
         assert (await client.post("/v1/docs", json=body, headers=bearer(me))).status_code == 201
+
+
+@pytest.mark.backend("postgres")
+async def test_the_dedupe_lookup_probes_the_index_however_long_the_log(make_settings, smtp):
+    """A repeated client update id is found by one index probe per update, even under the
+    generic plan that a prepared statement switches to: it must not walk the log (it did,
+    and every push cost more as the document grew)."""
+    settings = make_settings(push_burst=2000)
+    async with app_client(create_app(settings)) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        for batch in range(10):
+            body = updates(*[b"x" * 8] * 200, prefix=f"b{batch}-")
+            r = await client.post(f"/v1/docs/{doc}/updates", json=body, headers=bearer(me))
+            assert r.status_code == 200, r.text
+    doc_id = uuid.UUID(doc)
+    engine = create_engine(settings)
+    try:
+        async with repo.group_transaction(engine) as log:
+            driver = log.driver  # type: ignore[attr-defined]
+            await driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            known = await log.seqs_for([(doc_id, "b3-7"), (doc_id, "b9-199"), (doc_id, "new")])
+            read = await driver.fetchval(
+                "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+                " FROM pg_stat_xact_user_tables WHERE relname = 'doc_updates'"
+            )
+    finally:
+        await engine.dispose()
+    assert known == {(doc_id, "b3-7"): 608, (doc_id, "b9-199"): 2000}
+    assert read <= 3, f"{read} rows read to find 3 client update ids"

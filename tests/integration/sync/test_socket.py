@@ -7,12 +7,14 @@ import asyncio
 import base64
 import json
 import os
+import uuid
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from server.app import create_app
+from server.sync.connection import MAX_IN_FLIGHT
 from tests.conftest import live_server
 from tests.helpers import bearer, new_doc, sign_in, updates
 from tests.sockets import SyncSocket
@@ -316,3 +318,24 @@ async def test_pipelined_pushes_commit_in_the_order_sent(served):
         assert frame["type"] == "ack", frame
         acks[frame["ref"]] = frame["seqs"][0]
     assert [acks[ref] for ref in range(40)] == list(range(1, 41))
+
+
+async def test_more_pushes_in_flight_than_the_bound_all_get_answers(served):
+    """The reader stops reading at MAX_IN_FLIGHT uncommitted pushes and goes on as they
+    commit: every push is answered, the refused one with its ref, the rest in order."""
+    s = served
+    socket = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    total, foreign = 3 * MAX_IN_FLIGHT, MAX_IN_FLIGHT + 5
+    for ref in range(total):
+        doc = str(uuid.uuid4()) if ref == foreign else s["doc"]
+        frame = {"client_update_id": f"p{ref}", "key_version": 1, "ciphertext": "eA=="}
+        await socket.send({"type": "push", "doc": doc, "ref": ref, "updates": [frame]})
+    acks, errors = [], []
+    while len(acks) + len(errors) < total:
+        frame = await socket.recv()
+        (acks if frame["type"] == "ack" else errors).append(frame)
+    assert [(e["type"], e["ref"], e["problem"]) for e in errors] == [
+        ("error", foreign, "not-found")
+    ]
+    assert [a["seqs"][0] for a in acks] == list(range(1, total))
+    assert [a["ref"] for a in acks] == [r for r in range(total) if r != foreign]
