@@ -423,6 +423,17 @@ class WebSocketProtocol(asyncio.Protocol):
         else:
             raise RuntimeError(f"expected websocket.send or websocket.close, got {kind}")
 
+    def send_now(self, data: bytes | str) -> bool:
+        """Write a message at once, without the ASGI event and coroutine; False when the
+        socket is not open or its writing is paused (then use ``send``, which waits)."""
+        if self._phase != _OPEN or self._drain is not None:
+            return False
+        if isinstance(data, bytes):
+            self._write(frame(BINARY, data))
+        else:
+            self._write(frame(TEXT, data.encode()))
+        return True
+
     def _send_accept(self, message: dict[str, Any]) -> None:
         lines = [
             b"HTTP/1.1 101 Switching Protocols",

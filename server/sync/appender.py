@@ -132,7 +132,7 @@ class Appender:
             known = await log.seqs_for(
                 [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
             )
-            used = await log.bytes_by_owner({d.owner_user_id for d in docs.values()})
+            used = {d.owner_user_id: d.owner_bytes for d in docs.values()}
             outcomes = [self._assign(push, docs.get(push.doc_id), known, used) for push in group]
             changed = [d for d in docs.values() if d.head_seq > d.start_seq]
             if changed:
@@ -197,9 +197,13 @@ class Appender:
         until = now + timedelta(seconds=s.snapshot_lease)
         for doc in changed:
             added = doc.head_seq - doc.start_seq
-            if doc.kind not in LOG_KINDS or (
-                doc.updates_since_snapshot + added < s.snapshot_after_updates
-                and doc.bytes_since_snapshot + doc.added_bytes < s.snapshot_after_bytes
+            if (
+                doc.kind not in LOG_KINDS
+                or (doc.lease_until is not None and doc.lease_until >= now)  # held
+                or (
+                    doc.updates_since_snapshot + added < s.snapshot_after_updates
+                    and doc.bytes_since_snapshot + doc.added_bytes < s.snapshot_after_bytes
+                )
             ):
                 continue
             index, pusher = next(

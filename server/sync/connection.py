@@ -42,6 +42,9 @@ class Channel(Protocol):
 
     async def send(self, data: bytes | str) -> None: ...
 
+    def send_now(self, data: bytes | str) -> bool:
+        """Write at once if that needs no waiting; False if it does (then ``send``)."""
+
     async def close(self, code: int, reason: str) -> None: ...
 
 
@@ -170,8 +173,11 @@ class Connection:
         if len(self._queue) >= self.settings.ws_send_queue:
             self.kill(p.CloseCode.TOO_SLOW, "send queue full; reconnect and catch up")
             return
+        idle = self._writer is None or self._writer.done()
+        if idle and not self._queue and self.channel.send_now(data):
+            return  # the common case: no task, nothing queued
         self._queue.append(data)
-        if self._writer is None or self._writer.done():
+        if idle:
             self._writer = asyncio.create_task(self._write_queued())
 
     async def drained(self, frames: int) -> None:

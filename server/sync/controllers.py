@@ -4,6 +4,7 @@ settings, and the live socket."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, asgi, delete, get, post, put
@@ -26,6 +27,7 @@ from litestar.types import (
 from server.auth.guards import provide_principal
 from server.auth.service import Principal
 from server.kit.http import decode_body, negotiated
+from server.kit.websocket import WebSocketProtocol
 from server.sync import protocol as p
 from server.sync.connection import Connection
 from server.sync.schemas import (
@@ -285,6 +287,11 @@ class _Channel:
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive, self._send = receive, send
         self._gone = False
+        # Our own protocol (server/kit/websocket.py) can also write without a coroutine.
+        protocol = getattr(send, "__self__", None)
+        self.send_now: Callable[[bytes | str], bool] = (
+            protocol.send_now if isinstance(protocol, WebSocketProtocol) else _cannot
+        )
 
     async def receive(self) -> bytes | str | None:
         if self._gone:
@@ -308,3 +315,7 @@ class _Channel:
         if not self._gone:
             event: WebSocketCloseEvent = {"type": "websocket.close", "code": code, "reason": reason}
             await self._send(event)
+
+
+def _cannot(_data: bytes | str) -> bool:
+    return False

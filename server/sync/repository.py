@@ -39,6 +39,8 @@ class LockedDoc:
     head_seq: int
     updates_since_snapshot: int
     bytes_since_snapshot: int
+    lease_until: datetime | None  # of the snapshot lease
+    owner_bytes: int  # stored by the owner in all their documents, for the quota
     start_seq: int = 0
     added_bytes: int = 0
 
@@ -128,14 +130,13 @@ class GroupLog(Protocol):
     """The statements of one group commit, inside its transaction."""
 
     async def lock_docs(self, doc_ids: list[uuid.UUID]) -> dict[uuid.UUID, LockedDoc]:
-        """Lock the documents' rows in id order (so that concurrent groups never deadlock)."""
+        """Lock the documents' rows in id order (so that concurrent groups never deadlock),
+        with what their owners store in all their documents."""
 
     async def seqs_for(
         self, pairs: list[tuple[uuid.UUID, str]]
     ) -> dict[tuple[uuid.UUID, str], int]:
         """The seqs already stored under these (document, client update id) pairs."""
-
-    async def bytes_by_owner(self, owners: set[uuid.UUID]) -> dict[uuid.UUID, int]: ...
 
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
         """Insert the rows and raise each document's head and counters."""
@@ -170,7 +171,10 @@ async def _driver(conn: AsyncConnection) -> Any:
 
 
 def _locked(row: Sequence[Any]) -> LockedDoc:
-    return LockedDoc(row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), int(row[3]))
+    head = int(row[3])
+    return LockedDoc(
+        row[0], row[1], row[2], head, int(row[4]), int(row[5]), row[6], int(row[7]), head
+    )
 
 
 class _PgGroupLog:
@@ -180,8 +184,9 @@ class _PgGroupLog:
     async def lock_docs(self, doc_ids: list[uuid.UUID]) -> dict[uuid.UUID, LockedDoc]:
         records = await self.driver.fetch(
             "SELECT id, owner_user_id, kind, head_seq, updates_since_snapshot,"
-            " bytes_since_snapshot FROM documents WHERE id = ANY($1::uuid[])"
-            " ORDER BY id FOR UPDATE",
+            " bytes_since_snapshot, snapshot_lease_until, (SELECT sum(o.bytes_total)"
+            " FROM documents o WHERE o.owner_user_id = d.owner_user_id)"
+            " FROM documents d WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE OF d",
             doc_ids,
         )
         return {r[0]: _locked(r) for r in records}
@@ -201,20 +206,19 @@ class _PgGroupLog:
         )
         return {(r[0], r[1]): r[2] for r in records if r[2] is not None}
 
-    async def bytes_by_owner(self, owners: set[uuid.UUID]) -> dict[uuid.UUID, int]:
-        records = await self.driver.fetch(
-            "SELECT owner_user_id, sum(bytes_total) FROM documents"
-            " WHERE owner_user_id = ANY($1::uuid[]) GROUP BY owner_user_id",
-            list(owners),
-        )
-        return {r[0]: int(r[1]) for r in records}
-
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
+        # One statement: the insert runs as a data-modifying WITH of the heads' update.
         await self.driver.execute(
-            "INSERT INTO doc_updates"
+            "WITH appended AS (INSERT INTO doc_updates"
             " (doc_id, seq, client_update_id, device_id, key_version, ciphertext, created_at)"
             " SELECT d, s, c, v, k, x, $7 FROM unnest($1::uuid[], $2::bigint[], $3::text[],"
-            " $4::uuid[], $5::int[], $6::bytea[]) AS r(d, s, c, v, k, x)",
+            " $4::uuid[], $5::int[], $6::bytea[]) AS r(d, s, c, v, k, x))"
+            " UPDATE documents d SET head_seq = v.head,"
+            " bytes_total = d.bytes_total + v.bytes,"
+            " bytes_since_snapshot = d.bytes_since_snapshot + v.bytes,"
+            " updates_since_snapshot = d.updates_since_snapshot + v.count"
+            " FROM unnest($8::uuid[], $9::bigint[], $10::bigint[], $11::bigint[])"
+            " AS v(id, head, bytes, count) WHERE d.id = v.id",
             *(
                 [r[name] for r in rows]
                 for name in (
@@ -227,14 +231,6 @@ class _PgGroupLog:
                 )
             ),
             rows[0]["created_at"],
-        )
-        await self.driver.execute(
-            "UPDATE documents d SET head_seq = v.head,"
-            " bytes_total = d.bytes_total + v.bytes,"
-            " bytes_since_snapshot = d.bytes_since_snapshot + v.bytes,"
-            " updates_since_snapshot = d.updates_since_snapshot + v.count"
-            " FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])"
-            " AS v(id, head, bytes, count) WHERE d.id = v.id",
             [doc.id for doc in docs],
             [doc.head_seq for doc in docs],
             [doc.added_bytes for doc in docs],
@@ -263,6 +259,10 @@ class _CoreGroupLog:
 
     async def lock_docs(self, doc_ids: list[uuid.UUID]) -> dict[uuid.UUID, LockedDoc]:
         d = Document.__table__.c
+        o = Document.__table__.alias("o").c
+        owner_bytes = (
+            select(func.sum(o.bytes_total)).where(o.owner_user_id == d.owner_user_id)
+        ).scalar_subquery()
         result = await self.conn.execute(
             select(
                 d.id,
@@ -271,6 +271,8 @@ class _CoreGroupLog:
                 d.head_seq,
                 d.updates_since_snapshot,
                 d.bytes_since_snapshot,
+                d.snapshot_lease_until,
+                owner_bytes,
             )
             .where(d.id.in_(doc_ids))
             .order_by(d.id)
@@ -290,15 +292,6 @@ class _CoreGroupLog:
         )
         wanted = set(pairs)
         return {(d, c): int(s) for d, c, s in result if (d, c) in wanted}
-
-    async def bytes_by_owner(self, owners: set[uuid.UUID]) -> dict[uuid.UUID, int]:
-        d = Document.__table__.c
-        result = await self.conn.execute(
-            select(d.owner_user_id, func.coalesce(func.sum(d.bytes_total), 0))
-            .where(d.owner_user_id.in_(owners))
-            .group_by(d.owner_user_id)
-        )
-        return {owner: int(total) for owner, total in result}
 
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
         await self.conn.execute(insert(DocUpdate), rows)

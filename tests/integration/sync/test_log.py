@@ -200,8 +200,7 @@ async def test_quotas(make_settings, smtp):
         create_app(make_settings(storage_quota=2048, max_docs_per_user=2))
     ) as client:
         me = await sign_in(client, smtp)
-        doc = await new_doc(client, me)
-        await new_doc(client, me)
+        doc, other = await new_doc(client, me), await new_doc(client, me)
         r = await client.post("/v1/docs", json={"kind": "canvas"}, headers=bearer(me))
         assert_problem(r, 413, "quota-exceeded")
         url = f"/v1/docs/{doc}/updates"
@@ -210,6 +209,16 @@ async def test_quotas(make_settings, smtp):
         ).status_code == 200
         r = await client.post(url, json=updates(b"y" * 1000, prefix="more"), headers=bearer(me))
         assert_problem(r, 413, "quota-exceeded")
+        # The quota counts every document of the owner.
+        r = await client.post(
+            f"/v1/docs/{other}/updates", json=updates(b"z" * 1000), headers=bearer(me)
+        )
+        assert_problem(r, 413, "quota-exceeded")
+        assert (
+            await client.post(
+                f"/v1/docs/{other}/updates", json=updates(b"z" * 500), headers=bearer(me)
+            )
+        ).status_code == 200
 
 
 async def test_push_rate_per_device(make_settings, smtp):
