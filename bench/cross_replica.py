@@ -8,8 +8,12 @@ Phase 1, steady (--rate updates/s for --seconds):
   subscriber on another receives it (same process, same event loop as our clients);
 - session-sync, same replica: writer and reader both on replica 1 (commit, then local fan-out);
 - session-sync, cross replica: the reader on replica 2 (commit, bell through Redis, fan-out).
-Latency is from the writer's send to the reader's receipt; the added latency is ours minus
-the raw Redis round trip.
+- raw Postgres commit: asyncpg inserts a row of the update's size and commits (autocommit),
+  at the same rate: the floor of any delivery that is committed before it is announced.
+Latency is from the writer's send to the reader's receipt. Two differences are reported:
+- the replica hop: cross replica minus same replica, what going through Redis to another
+  replica adds; the target compares it with the raw Redis round trip (2x p50, 3x p99);
+- end to end: ours minus the raw Redis round trip, which includes the commit (see the floor).
 
 Phase 2, Redis restart: the writer keeps pushing at --rate for --outage-run seconds; Redis is
 SIGKILLed at --kill-at and started again on the same port --down seconds later. Pushes keep
@@ -29,6 +33,7 @@ import os
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 from common import (
     ServerFrame,
@@ -147,6 +152,27 @@ async def raw_redis(url: str, rate: float, seconds: float, size: int) -> dict[st
     return summary_ms(lat) | {"lost": total - len(lat)}
 
 
+async def raw_commit(db_url: str, rate: float, seconds: float, size: int) -> dict[str, float]:
+    """One-row autocommitted inserts at ``rate``: a durable commit's round trip."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("CREATE TABLE bench_commit (n bigint PRIMARY KEY, x bytea)")
+        filler, lat = os.urandom(size), []
+        start = due = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            t = time.perf_counter()
+            await conn.execute("INSERT INTO bench_commit VALUES ($1, $2)", n, filler)
+            lat.append(time.perf_counter() - t)
+            due = start + (n + 1) / rate
+        await conn.execute("DROP TABLE bench_commit")
+    finally:
+        await conn.close()
+    return summary_ms(lat)
+
+
 async def wait_for(pred: Any, within: float) -> bool:
     deadline = time.perf_counter() + within
     while time.perf_counter() < deadline:
@@ -172,12 +198,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # -- phase 1: steady ---------------------------------------------------------------
         print(f"raw Redis pub/sub, {args.rate:g}/s for {args.seconds:g} s ...", flush=True)
         raw = await raw_redis(stack.redis.url, args.rate, args.seconds, args.size)
+        print(f"raw Postgres commit, {args.rate:g}/s for {args.seconds:g} s ...", flush=True)
+        commit = await raw_commit(stack.db_url, args.rate, args.seconds, args.size)
         print(f"session-sync, {args.rate:g}/s for {args.seconds:g} s ...", flush=True)
         await writer.run(args.rate, args.seconds)
         n = writer.counter
         await wait_for(lambda: len(remote.latency) >= n and len(local.latency) >= n, 10)
         steady = {
             "raw_redis": raw,
+            "raw_commit": commit,
             "same_replica": summary_ms(list(local.latency.values())),
             "cross_replica": summary_ms(list(remote.latency.values())),
             "ack": summary_ms([lat for _, lat in writer.ack_latency]),
@@ -185,7 +214,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for k in ("same_replica", "cross_replica", "ack"):
             print(f"  {k:<14} p50 {steady[k]['p50_ms']:.2f} ms  p99 {steady[k]['p99_ms']:.2f} ms")
-        print(f"  {'raw_redis':<14} p50 {raw['p50_ms']:.2f} ms  p99 {raw['p99_ms']:.2f} ms")
+        for k in ("raw_redis", "raw_commit"):
+            print(f"  {k:<14} p50 {steady[k]['p50_ms']:.2f} ms  p99 {steady[k]['p99_ms']:.2f} ms")
 
         # -- phase 2: Redis killed and restarted ------------------------------------------
         print(
@@ -284,26 +314,37 @@ def main() -> None:
     use_uvloop()
     result = asyncio.run(run(args))
     s = result["steady"]
-    raw = s["raw_redis"]
+    raw, same, cross = s["raw_redis"], s["same_replica"], s["cross_replica"]
+
+    def added(row: dict[str, float]) -> list[float]:
+        return [round(row["p50_ms"] - raw["p50_ms"], 3), round(row["p99_ms"] - raw["p99_ms"], 3)]
+
     rows = [
         ["raw Redis publish -> subscriber", raw["p50_ms"], raw["p99_ms"], "-", "-"],
-        [
-            "session-sync, same replica",
-            s["same_replica"]["p50_ms"],
-            s["same_replica"]["p99_ms"],
-            round(s["same_replica"]["p50_ms"] - raw["p50_ms"], 3),
-            round(s["same_replica"]["p99_ms"] - raw["p99_ms"], 3),
-        ],
-        [
-            "session-sync, cross replica",
-            s["cross_replica"]["p50_ms"],
-            s["cross_replica"]["p99_ms"],
-            round(s["cross_replica"]["p50_ms"] - raw["p50_ms"], 3),
-            round(s["cross_replica"]["p99_ms"] - raw["p99_ms"], 3),
-        ],
+        ["raw Postgres commit (asyncpg)", s["raw_commit"]["p50_ms"], s["raw_commit"]["p99_ms"]]
+        + added(s["raw_commit"]),
+        ["session-sync, same replica", same["p50_ms"], same["p99_ms"], *added(same)],
+        ["session-sync, cross replica", cross["p50_ms"], cross["p99_ms"], *added(cross)],
     ]
     print()
-    print(table(["path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms"], rows))
+    print(table(["path", "p50 ms", "p99 ms", "over raw Redis p50", "over raw Redis p99"], rows))
+    hop = {
+        "p50_ms": round(cross["p50_ms"] - same["p50_ms"], 3),
+        "p99_ms": round(cross["p99_ms"] - same["p99_ms"], 3),
+    }
+    hop["p50_x"] = round(hop["p50_ms"] / raw["p50_ms"], 2)
+    hop["p99_x"] = round(hop["p99_ms"] / raw["p99_ms"], 2)
+    result["replica_hop"] = hop
+    met = hop["p50_x"] <= 2 and hop["p99_x"] <= 3
+    print(
+        f"\nreplica hop (cross minus same replica): +{hop['p50_ms']} ms p50 / +{hop['p99_ms']} ms"
+        f" p99 = {hop['p50_x']}x / {hop['p99_x']}x the raw Redis round trip"
+        f" (target <= 2x / 3x: {'MET' if met else 'NOT MET'})"
+    )
+    print(
+        f"end to end over raw Redis: +{added(cross)[0]} / +{added(cross)[1]} ms, of which a raw"
+        f" durable commit alone takes {s['raw_commit']['p50_ms']} / {s['raw_commit']['p99_ms']} ms"
+    )
     o = result["redis_restart"]
     print(
         f"\nRedis restart: {o['acked']} acknowledged, lost on replica 2: "
