@@ -346,28 +346,14 @@ class DocHead:
     snapshot_seq: int
 
 
-_PAGE_PG = (
-    "SELECT d.owner_user_id, d.kind, d.head_seq, d.snapshot_seq,"
-    " u.seq, u.device_id, u.key_version, u.ciphertext"
-    " FROM documents d LEFT JOIN LATERAL (SELECT seq, device_id, key_version, ciphertext"
-    " FROM doc_updates WHERE doc_id = d.id AND seq > $2 ORDER BY seq LIMIT $3) u ON true"
-    " WHERE d.id = $1 ORDER BY u.seq"
-)
-
-
-async def read_page(
-    conn: AsyncConnection, doc_id: uuid.UUID, after: int, limit: int
-) -> tuple[DocHead | None, list[Row]]:
-    """The document and its updates after a seq in one statement outside a transaction: one
-    round trip, one consistent view (Postgres only). The caller applies ``writable_by``."""
-    records = await (await _driver(conn)).fetch(_PAGE_PG, doc_id, after, limit)
-    if not records:
-        return None, []
-    first = records[0]
-    head = DocHead(first[0], first[1], first[2], first[3])
-    if first[4] is None:  # the document, and no update after `after`
-        return head, []
-    return head, [Row(r[4], r[5], r[6], r[7]) for r in records]
+async def doc_head(conn: AsyncConnection, doc_id: uuid.UUID) -> DocHead | None:
+    """What a catch-up page needs of its document, through the driver (Postgres only). The
+    caller applies ``writable_by``."""
+    record = await (await _driver(conn)).fetchrow(
+        "SELECT owner_user_id, kind, head_seq, snapshot_seq FROM documents WHERE id = $1",
+        doc_id,
+    )
+    return None if record is None else DocHead(*record)
 
 
 async def read_updates(
@@ -376,11 +362,7 @@ async def read_updates(
     """Updates after a seq, in order. On Postgres the catch-up hot path reads through the
     driver: SQLAlchemy's result processing cost 4x asyncpg's own fetch (bench/catchup.py)."""
     if session.get_bind().dialect.name == "postgresql":
-        driver = await _driver(await session.connection())
-        # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
-        return [
-            Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)
-        ]
+        return await read_rows(await session.connection(), doc_id, after, limit)
     result = await session.execute(
         select(DocUpdate.seq, DocUpdate.device_id, DocUpdate.key_version, DocUpdate.ciphertext)
         .where(DocUpdate.doc_id == doc_id, DocUpdate.seq > after)
@@ -390,7 +372,27 @@ async def read_updates(
     return [Row(int(s), d, int(k), bytes(c)) for s, d, k, c in result]
 
 
+async def read_rows(conn: AsyncConnection, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
+    """``read_updates`` through the driver (Postgres only)."""
+    driver = await _driver(conn)
+    # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
+    return [Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)]
+
+
 # -- snapshots --------------------------------------------------------------------------
+
+
+async def newest_snapshot(
+    conn: AsyncConnection, doc_id: uuid.UUID
+) -> tuple[int, int, bytes, uuid.UUID, datetime] | None:
+    """(upto_seq, key_version, ciphertext, device_id, created_at) of the newest snapshot,
+    through the driver (Postgres only)."""
+    record = await (await _driver(conn)).fetchrow(
+        "SELECT upto_seq, key_version, ciphertext, device_id, created_at FROM doc_snapshots"
+        " WHERE doc_id = $1 ORDER BY upto_seq DESC LIMIT 1",
+        doc_id,
+    )
+    return None if record is None else tuple(record)
 
 
 async def latest_snapshot(session: AsyncSession, doc_id: uuid.UUID) -> DocSnapshot | None:

@@ -4,6 +4,7 @@ snapshots and their pruning, transcripts, and last-write-wins settings."""
 from __future__ import annotations
 
 import asyncio
+import operator
 import re
 import uuid
 from collections.abc import Sequence
@@ -147,17 +148,25 @@ class SyncService:
         ``who`` None: an internal read for a subscription that was authorized already."""
         limit = max(1, min(limit, MAX_PAGE))
         if self.engine.dialect.name == "postgresql":
-            # The common case in one round trip; a page that starts with a snapshot (a
-            # device behind the last compaction) takes the transaction below.
+            # Outside a transaction: the document, then its rows (two statements, not one
+            # join that repeats the document on each of 5,000 rows: half the time).
             async with self.engine.connect() as conn:
-                head, rows = await repo.read_page(conn, doc_id, after, limit)
-            if head is None or (
-                who is not None
-                and (not repo.writable_by(head, who.user_id) or head.kind not in kinds)
-            ):
-                raise NotFound("no such document")
-            if not (kinds is LOG_KINDS and after < head.snapshot_seq):
-                return _bounded_page(None, rows, after, head.head_seq)
+                head = await repo.doc_head(conn, doc_id)
+                if head is None or (
+                    who is not None
+                    and (not repo.writable_by(head, who.user_id) or head.kind not in kinds)
+                ):
+                    raise NotFound("no such document")
+                snapshot = None
+                if kinds is LOG_KINDS and after < head.snapshot_seq:
+                    newest = await repo.newest_snapshot(conn, doc_id)
+                    if newest is not None and newest[0] > after:
+                        snapshot = SnapshotOut(*newest)
+                        after = snapshot.upto_seq
+                rows = await repo.read_rows(conn, doc_id, after, limit)
+            # Rows that committed after the document was read are in the log: so is the head.
+            last = rows[-1].seq if rows else 0
+            return _bounded_page(snapshot, rows, after, max(head.head_seq, last))
         async with self.db.begin() as session:
             if who is None:
                 doc = await session.get(Document, doc_id)
@@ -297,16 +306,20 @@ class SyncService:
         return doc
 
 
+_ciphertext = operator.attrgetter("ciphertext")
+
+
 def _bounded_page(
     snapshot: SnapshotOut | None, rows: list[UpdateOut], after: int, head: int
 ) -> UpdatePage:
     """A page stops near PAGE_BYTES, so that no answer holds gigabytes."""
-    updates: list[UpdateOut] = []
-    size = 0
-    for r in rows:
-        if updates and size + len(r.ciphertext) > PAGE_BYTES:
-            break
-        size += len(r.ciphertext)
-        updates.append(r)
+    updates = rows
+    if sum(map(len, map(_ciphertext, rows))) > PAGE_BYTES:  # C loops: the common case
+        updates, size = [], 0
+        for r in rows:
+            if updates and size + len(r.ciphertext) > PAGE_BYTES:
+                break
+            size += len(r.ciphertext)
+            updates.append(r)
     last = updates[-1].seq if updates else after
     return UpdatePage(snapshot, updates, head, last < head)
