@@ -319,10 +319,10 @@ def main() -> None:
     def added(row: dict[str, float]) -> list[float]:
         return [round(row["p50_ms"] - raw["p50_ms"], 3), round(row["p99_ms"] - raw["p99_ms"], 3)]
 
+    commit = s["raw_commit"]
     rows = [
         ["raw Redis publish -> subscriber", raw["p50_ms"], raw["p99_ms"], "-", "-"],
-        ["raw Postgres commit (asyncpg)", s["raw_commit"]["p50_ms"], s["raw_commit"]["p99_ms"]]
-        + added(s["raw_commit"]),
+        ["raw Postgres commit (asyncpg)", commit["p50_ms"], commit["p99_ms"], *added(commit)],
         ["session-sync, same replica", same["p50_ms"], same["p99_ms"], *added(same)],
         ["session-sync, cross replica", cross["p50_ms"], cross["p99_ms"], *added(cross)],
     ]
@@ -343,7 +343,7 @@ def main() -> None:
     )
     print(
         f"end to end over raw Redis: +{added(cross)[0]} / +{added(cross)[1]} ms, of which a raw"
-        f" durable commit alone takes {s['raw_commit']['p50_ms']} / {s['raw_commit']['p99_ms']} ms"
+        f" durable commit alone takes {commit['p50_ms']} / {commit['p99_ms']} ms"
     )
     o = result["redis_restart"]
     print(
