@@ -38,8 +38,15 @@ def wants_msgpack(request: Request[Any, Any, Any]) -> bool:
     return MSGPACK in request.headers.get("accept", "")
 
 
-def negotiated(request: Request[Any, Any, Any], content: Any, status: int = 200) -> Response[Any]:
+def negotiated(
+    request: Request[Any, Any, Any],
+    content: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     """JSON by default; msgpack, a third smaller for ciphertext, when the client accepts it."""
     if wants_msgpack(request):
-        return Response(msgspec.msgpack.encode(content), status_code=status, media_type=MSGPACK)
-    return Response(content, status_code=status)
+        return Response(
+            msgspec.msgpack.encode(content), status_code=status, media_type=MSGPACK, headers=headers
+        )
+    return Response(content, status_code=status, headers=headers)

@@ -46,6 +46,7 @@ from server.sync.schemas import (
     SnapshotIn,
     Ticket,
     UpdateIn,
+    UpdatePage,
 )
 from server.sync.service import TRANSCRIPT, SyncService
 
@@ -131,7 +132,7 @@ class DocsController(Controller):
         """Catch up: the newest snapshot first where it covers `after`, then updates in seq
         order. `Accept: application/msgpack` for the compact binary form."""
         page = await sync.page(principal, doc_id, after, limit)
-        return negotiated(request, page)
+        return negotiated(request, page, headers=_next_link(request, page, after, limit))
 
     @put("/{doc_id:uuid}/snapshot", request_max_body_size=100 * 1024 * 1024)
     async def put_snapshot(
@@ -186,7 +187,11 @@ class TranscriptsController(Controller):
     ) -> Response[Any]:
         page = await sync.page(principal, transcript_id, after, limit, TRANSCRIPT)
         chunks = [ChunkOut(u.seq, u.device_id, u.key_version, u.ciphertext) for u in page.updates]
-        return negotiated(request, ChunkPage(chunks, page.head, page.has_more))
+        return negotiated(
+            request,
+            ChunkPage(chunks, page.head, page.has_more),
+            headers=_next_link(request, page, after, limit),
+        )
 
 
 class SettingsController(Controller):
@@ -279,6 +284,20 @@ async def serve_socket(state: State, scope: Scope, receive: Receive, send: Send)
         await connection.run()
     finally:
         state.sockets.discard(connection)
+
+
+def _next_link(
+    request: Request[Any, Any, Any], page: UpdatePage, after: int, limit: int
+) -> dict[str, str]:
+    """`Link: <...>; rel="next"` (RFC 8288) while there is more: a client may ask for the
+    next page as soon as it has this one's headers, and decode while the server reads."""
+    if not page.has_more:
+        return {}
+    if page.updates:
+        after = page.updates[-1].seq
+    elif page.snapshot is not None:
+        after = page.snapshot.upto_seq
+    return {"link": f'<{request.url.path}?after={after}&limit={limit}>; rel="next"'}
 
 
 class _Channel:

@@ -58,8 +58,14 @@ async def test_appends_get_gapless_seqs_in_order(client, smtp):
     assert [base64.b64decode(u["ciphertext"]) for u in page["updates"]] == [b"b", b"c", b"d"]
     assert page["head"] == 4 and page["has_more"] is False and page["snapshot"] is None
     assert page["updates"][0]["device_id"] == me["device_id"]
-    page = (await client.get(f"/v1/docs/{doc}/updates?after=0&limit=2", headers=bearer(me))).json()
+    r = await client.get(f"/v1/docs/{doc}/updates?after=0&limit=2", headers=bearer(me))
+    page = r.json()
     assert [u["seq"] for u in page["updates"]] == [1, 2] and page["has_more"] is True
+    assert r.headers["link"] == f'</v1/docs/{doc}/updates?after=2&limit=2>; rel="next"'
+    # Following the links reaches the head; the last page has none.
+    r = await client.get(r.links["next"]["url"], headers=bearer(me))
+    assert [u["seq"] for u in r.json()["updates"]] == [3, 4] and r.json()["has_more"] is False
+    assert "link" not in r.headers
 
 
 async def test_a_repeated_client_update_id_stores_nothing(client, smtp, settings):

@@ -28,6 +28,10 @@ async def test_catch_up_after_a_snapshot_starts_from_it(client, smtp):
     assert [u["seq"] for u in page["updates"]] == [4, 5]
     page = (await client.get(url + "/updates?after=3", headers=bearer(me))).json()
     assert page["snapshot"] is None and [u["seq"] for u in page["updates"]] == [4, 5]
+    # A page that holds the snapshot and one update links on from that update.
+    r = await client.get(url + "/updates?after=0&limit=1", headers=bearer(me))
+    assert r.json()["snapshot"]["upto_seq"] == 3 and [u["seq"] for u in r.json()["updates"]] == [4]
+    assert r.links["next"]["url"] == f"{url}/updates?after=4&limit=1"
     got = (await client.get(url + "/snapshot", headers=bearer(me))).json()
     assert got["upto_seq"] == 3 and got["device_id"] == me["device_id"]
 
