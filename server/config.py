@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(
         60 * 60 * 24 * 60, ge=3600, description="Refresh-token lifetime, seconds (60 days)."
     )
+    refresh_reuse_grace: int = Field(
+        10,
+        ge=0,
+        le=300,
+        description="Seconds after its use in which a refresh token is exchanged again instead "
+        "of being taken for stolen (a lost answer, two tabs). 0: never.",
+    )
     otp_ttl: int = Field(600, ge=60, description="One-time-code lifetime, seconds.")
     otp_max_attempts: int = Field(5, ge=1, description="Wrong tries before a code is burnt.")
     otp_daily_failures: int = Field(

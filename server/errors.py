@@ -19,6 +19,7 @@ AppError
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, ClassVar
 
@@ -129,12 +130,10 @@ class ServiceUnavailable(AppError):
     status, slug, title = 503, "service-unavailable", "A backing service is unavailable"
 
 
-class _Passthrough(BadRequest):
+@functools.cache
+def _client_error(status: int) -> type[AppError]:
     """A client error litestar raised that has no type of ours: keep its status."""
-
-    @staticmethod
-    def of(status: int) -> type[AppError]:
-        return type("ClientError", (BadRequest,), {"status": status})
+    return type("ClientError", (BadRequest,), {"status": status})
 
 
 _BY_STATUS: dict[int, type[AppError]] = {
@@ -177,7 +176,7 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     else:
         cls = _BY_STATUS.get(exc.status_code)
         if cls is None or cls is RateLimited:
-            cls = _Passthrough.of(exc.status_code) if exc.status_code < 500 else AppError
+            cls = _client_error(exc.status_code) if exc.status_code < 500 else AppError
         error = cls(exc.detail if exc.status_code < 500 else None)
     headers = dict(getattr(exc, "headers", None) or {})
     error.headers.update({k: v for k, v in headers.items() if k.lower() == "allow"})

@@ -113,7 +113,9 @@ class AuthService:
     # -- tokens --------------------------------------------------------------------------
 
     async def refresh(self, token: str) -> TokenPair:
-        """Rotate a refresh token; presenting a spent one revokes the device's whole family."""
+        """Rotate a refresh token; presenting a spent one revokes the device's whole family,
+        unless within the grace period of its use (a retry after a lost answer, or two
+        refreshes racing), which gets a pair of its own."""
         now = utcnow()
         token_hash = self.keyring.hmac("refresh", token)
         async with self.db.begin() as session:
@@ -123,7 +125,12 @@ class AuthService:
             row, device = found
             if device.revoked_at is not None or row.expires_at <= now:
                 raise InvalidToken()
-            reused = row.spent_at is not None or not await repo.spend_refresh(session, row.id, now)
+            if row.spent_at is None and await repo.spend_refresh(session, row.id, now):
+                reused = False
+            else:
+                spent = row.spent_at or now  # or by a refresh racing this one
+                grace = self.settings.refresh_reuse_grace
+                reused = not grace or (now - spent).total_seconds() > grace
             if reused:
                 await repo.revoke_device(session, device.user_id, device.id, now, "refresh-reuse")
             else:

@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import jwt as pyjwt
+import pytest
 
 from server.app import create_app
 from server.kit.clock import utcnow
@@ -38,28 +39,50 @@ async def test_refresh_accepts_an_oauth_form_body(client, smtp):
     assert r.status_code == 200, r.text
 
 
-async def test_a_reused_refresh_token_kills_the_family(client, smtp):
-    """Replaying a spent refresh token signs the device out: the thief's and the owner's
-    newer tokens stop working alike."""
+async def test_a_reused_refresh_token_kills_the_family(make_settings, smtp):
+    """Replaying a spent refresh token after the grace period signs the device out: the
+    thief's and the owner's newer tokens stop working alike."""
+    async with app_client(create_app(make_settings(refresh_reuse_grace=1))) as client:
+        first = await sign_in(client, smtp)
+        second = (await client.post("/v1/auth/token", json=refresh_body(first))).json()
+        await asyncio.sleep(1.1)
+        r = await client.post("/v1/auth/token", json=refresh_body(first))
+        assert_problem(r, 401, "refresh-token-reused")
+        r = await client.post("/v1/auth/token", json=refresh_body(second))
+        assert_problem(r, 401, "invalid-token")
+        assert_problem(await client.get("/v1/me", headers=bearer(second)), 401, "invalid-token")
+
+
+async def test_a_refresh_retried_within_the_grace_period_gets_a_pair_of_its_own(client, smtp):
+    """The answer to a refresh was lost; the client retries with the same token at once."""
     first = await sign_in(client, smtp)
-    second = (await client.post("/v1/auth/token", json=refresh_body(first))).json()
+    lost = (await client.post("/v1/auth/token", json=refresh_body(first))).json()
     r = await client.post("/v1/auth/token", json=refresh_body(first))
-    assert_problem(r, 401, "refresh-token-reused")
-    assert_problem(
-        await client.post("/v1/auth/token", json=refresh_body(second)), 401, "invalid-token"
-    )
-    assert_problem(await client.get("/v1/me", headers=bearer(second)), 401, "invalid-token")
+    assert r.status_code == 200, r.text
+    retried = r.json()
+    assert retried["refresh_token"] != lost["refresh_token"]
+    assert retried["device_id"] == first["device_id"]
+    for pair in (retried, lost):
+        assert (await client.get("/v1/me", headers=bearer(pair))).status_code == 200
+        assert (await client.post("/v1/auth/token", json=refresh_body(pair))).status_code == 200
 
 
-async def test_concurrent_refreshes_of_one_token_do_not_mint_two_families(client, smtp):
-    tokens = await sign_in(client, smtp)
-    answers = await asyncio.gather(
-        *(client.post("/v1/auth/token", json=refresh_body(tokens)) for _ in range(5))
-    )
-    winners = [a.json() for a in answers if a.status_code == 200]
-    assert len(winners) <= 1
-    # Any loser was a replay of a spent token, which revokes the device.
-    assert_problem(await client.get("/v1/me", headers=bearer(tokens)), 401, "invalid-token")
+@pytest.mark.parametrize("grace", [0, 10])
+async def test_concurrent_refreshes_of_one_token(make_settings, smtp, grace):
+    """With a grace period every racing refresh gets a pair; without, at most one does and
+    the others are replays, which revoke the device."""
+    async with app_client(create_app(make_settings(refresh_reuse_grace=grace))) as client:
+        tokens = await sign_in(client, smtp)
+        answers = await asyncio.gather(
+            *(client.post("/v1/auth/token", json=refresh_body(tokens)) for _ in range(5))
+        )
+        winners = [a.json() for a in answers if a.status_code == 200]
+        me = await client.get("/v1/me", headers=bearer(tokens))
+    if grace:
+        assert len(winners) == 5 and me.status_code == 200
+    else:
+        assert len(winners) <= 1
+        assert_problem(me, 401, "invalid-token")
 
 
 async def test_bad_refresh_requests(client):
