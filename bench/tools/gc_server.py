@@ -6,7 +6,7 @@ instead of the plain command with BENCH_SERVER_WRAPPER:
     cat bench/results/gc-server-*.txt
 
 When the server stops it writes, per generation, the number of collections and the longest
-and total pause, and the ten longest pauses (generation, ms, objects collected).
+and total pause, and the ten longest pauses (generation, ms, seconds after the process started).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def main() -> None:
-    pauses: list[tuple[int, float, int]] = []
-    started = [0.0]
+    pauses: list[tuple[int, float, float]] = []  # generation, ms, seconds since start
+    born, started = time.perf_counter(), [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
             ms = (time.perf_counter() - started[0]) * 1000
-            pauses.append((info["generation"], ms, info.get("collected", 0)))
+            pauses.append((info["generation"], ms, started[0] - born))
 
     gc.callbacks.append(on_gc)
 
@@ -45,7 +45,9 @@ def main() -> None:
                     f"total {sum(ms):.0f} ms"
                 )
         longest = sorted(pauses, key=lambda p: -p[1])[:10]
-        lines.append("longest: " + ", ".join(f"gen{g} {ms:.1f} ms" for g, ms, _ in longest))
+        lines.append(
+            "longest: " + ", ".join(f"gen{g} {ms:.1f} ms at {at:.1f} s" for g, ms, at in longest)
+        )
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"gc-server-{os.getpid()}.txt").write_text("\n".join(lines) + "\n")
         os._exit(0)

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.auth import repository as repo
 from server.auth.schemas import DeviceList, DeviceOut, KdfParams, Me, PublicKey, TokenPair
 from server.config import Settings
-from server.db.engine import reading
 from server.errors import (
     Conflict,
     InvalidCode,
@@ -56,6 +55,7 @@ class AuthService:
         outbox: Outbox,
     ) -> None:
         self.db, self.settings, self.keyring = db, settings, keyring
+        self.engine: AsyncEngine = db.kw["bind"]
         self.jwt, self.limiter, self.outbox = jwt_keys, limiter, outbox
 
     # -- one-time codes ------------------------------------------------------------------
@@ -152,13 +152,13 @@ class AuthService:
     async def check_device(self, who: Principal) -> None:
         """Raise InvalidToken unless the device is still signed in; note that it was seen."""
         now = utcnow()
-        async with reading(self.db) as session:
-            device = await repo.get_device(session, who.user_id, who.device_id)
-        if device is None or device.revoked_at is not None:
+        async with self.engine.connect() as conn:
+            state = await repo.device_state(conn, who.user_id, who.device_id)
+        if state is None or state[0] is not None:
             raise InvalidToken()
-        if now - device.last_seen_at > LAST_SEEN_RESOLUTION:
+        if now - state[1] > LAST_SEEN_RESOLUTION:
             async with self.db.begin() as session:
-                await repo.touch_device(session, device.id, now)
+                await repo.touch_device(session, who.device_id, now)
 
     async def revoked_among(self, device_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these devices have been signed out (for closing their live sockets)."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -78,17 +77,10 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-@asynccontextmanager
-async def reading(db: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session for reads that need no transaction around them. On Postgres each statement
-    commits on its own: no BEGIN and ROLLBACK round trips (half the cost of a one-query
-    request's database work). On SQLite, an ordinary session."""
-    engine: AsyncEngine = db.kw["bind"]
-    if engine.dialect.name != "postgresql":
-        async with db() as session:
-            yield session
-        return
-    async with engine.connect() as conn:
-        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        async with db(bind=autocommit) as session:
-            yield session
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a SQLAlchemy one, for the hot paths that skip SQLAlchemy
+    (Postgres only): its prepared statements and C decoding cost a fraction of a Core or ORM
+    statement's Python work."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None  # noqa: S101 - a live connection always has its driver
+    return driver

@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from server.db.dialect import insert_or_ignore
+from server.db.engine import driver_of
 from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
 from server.sync.schemas import UpdateOut
 
@@ -155,19 +156,12 @@ async def group_transaction(engine: AsyncEngine) -> AsyncIterator[GroupLog]:
     a push's server CPU (bench/durable_append.py with BENCH_PROFILE)."""
     if engine.dialect.name == "postgresql":
         async with engine.connect() as conn:
-            driver = await _driver(conn)
+            driver = await driver_of(conn)
             async with driver.transaction():
                 yield _PgGroupLog(driver)
     else:
         async with engine.begin() as conn:
             yield _CoreGroupLog(conn)
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under a SQLAlchemy one, for the hot paths that skip SQLAlchemy."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None  # noqa: S101 - a live connection always has its driver
-    return driver
 
 
 def _locked(row: Sequence[Any]) -> LockedDoc:
@@ -349,7 +343,7 @@ class DocHead:
 async def doc_head(conn: AsyncConnection, doc_id: uuid.UUID) -> DocHead | None:
     """What a catch-up page needs of its document, through the driver (Postgres only). The
     caller applies ``writable_by``."""
-    record = await (await _driver(conn)).fetchrow(
+    record = await (await driver_of(conn)).fetchrow(
         "SELECT owner_user_id, kind, head_seq, snapshot_seq FROM documents WHERE id = $1",
         doc_id,
     )
@@ -374,7 +368,7 @@ async def read_updates(
 
 async def read_rows(conn: AsyncConnection, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
     """``read_updates`` through the driver (Postgres only)."""
-    driver = await _driver(conn)
+    driver = await driver_of(conn)
     # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
     return [Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)]
 
@@ -387,7 +381,7 @@ async def newest_snapshot(
 ) -> tuple[int, int, bytes, uuid.UUID, datetime] | None:
     """(upto_seq, key_version, ciphertext, device_id, created_at) of the newest snapshot,
     through the driver (Postgres only)."""
-    record = await (await _driver(conn)).fetchrow(
+    record = await (await driver_of(conn)).fetchrow(
         "SELECT upto_seq, key_version, ciphertext, device_id, created_at FROM doc_snapshots"
         " WHERE doc_id = $1 ORDER BY upto_seq DESC LIMIT 1",
         doc_id,
