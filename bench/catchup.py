@@ -10,6 +10,9 @@ the snapshot written, through the API.
 Paths timed (each --repeat times, the median is reported), all reaching the head from 0:
 - REST JSON:     GET /v1/docs/{id}/updates?after=..&limit=5000 pages, ciphertext in base64
 - REST msgpack:  the same with ``Accept: application/msgpack``
+- REST compact:  the same in the compact form (arrays, 16-byte device ids; docs/spec/api.md)
+- ..., prefetching: the next page (the answer's ``Link: rel="next"``) is asked for as soon as
+                 this one's headers are in, and this one decoded meanwhile
 - websocket:     ``subscribe`` from 0 over the msgpack subprotocol (the server's backlog pages)
 - raw asyncpg:   the same keyset pages of 5000 rows (seq, device_id, key_version, ciphertext)
 The client decodes every page into typed objects (msgspec), as a real client must.
@@ -50,6 +53,14 @@ from common import (
 )
 
 PAGE = 5000  # the server's largest page (MAX_PAGE)
+PATHS = [  # how a device catches up; the REST ones name their form (FORMS) second
+    "REST JSON",
+    "REST msgpack",
+    "REST compact",
+    "REST msgpack, prefetching",
+    "REST compact, prefetching",
+    "websocket",
+]
 
 
 class UpdateOut(msgspec.Struct):
@@ -72,8 +83,34 @@ class UpdatePage(msgspec.Struct):
     has_more: bool
 
 
-json_page = msgspec.json.Decoder(UpdatePage).decode
-msgpack_page = msgspec.msgpack.Decoder(UpdatePage).decode
+class CompactRow(msgspec.Struct, array_like=True, gc=False):
+    seq: int
+    device_id: bytes  # 16 bytes
+    key_version: int
+    ciphertext: bytes
+
+
+class CompactSnapshot(msgspec.Struct, array_like=True):
+    upto_seq: int
+    key_version: int
+    ciphertext: bytes
+    device_id: bytes
+    created_at: datetime
+
+
+class CompactPage(msgspec.Struct, array_like=True):
+    head: int
+    has_more: bool
+    snapshot: CompactSnapshot | None
+    updates: list[CompactRow]
+
+
+COMPACT = "application/vnd.session-sync.compact+msgpack"
+FORMS: dict[str, tuple[dict[str, str], Callable[[bytes], Any]]] = {
+    "JSON": ({}, msgspec.json.Decoder(UpdatePage).decode),
+    "msgpack": ({"accept": "application/msgpack"}, msgspec.msgpack.Decoder(UpdatePage).decode),
+    "compact": ({"accept": COMPACT}, msgspec.msgpack.Decoder(CompactPage).decode),
+}
 
 
 async def fill(db_url: str, doc: str, device: str, n: int, size: int) -> int:
@@ -124,46 +161,18 @@ async def fill(db_url: str, doc: str, device: str, n: int, size: int) -> int:
         await conn.close()
 
 
-async def rest(http: httpx.AsyncClient, doc: str, token: str, msgpack: bool) -> dict[str, int]:
-    headers = auth(token) | ({"accept": "application/msgpack"} if msgpack else {})
-    decode = msgpack_page if msgpack else json_page
-    after, rows, requests, wire, snapshot, decoding = 0, 0, 0, 0, 0, 0.0
-    while True:
-        r = await http.get(
-            f"/v1/docs/{doc}/updates", params={"after": after, "limit": PAGE}, headers=headers
-        )
-        r.raise_for_status()
-        requests += 1
-        wire += len(r.content)
-        t = time.perf_counter()
-        page = decode(r.content)
-        decoding += time.perf_counter() - t
-        if page.snapshot is not None:
-            snapshot += 1
-            after = page.snapshot.upto_seq
-        if page.updates:
-            rows += len(page.updates)
-            after = page.updates[-1].seq
-        if not page.has_more:
-            assert after == page.head, (after, page.head)
-            return {
-                "rows": rows,
-                "requests": requests,
-                "bytes": wire,
-                "snapshots": snapshot,
-                "client_decode_ms": round(decoding * 1000, 1),
-            }
-
-
-async def rest_prefetch(http: httpx.AsyncClient, doc: str, token: str) -> dict[str, int]:
-    """REST msgpack, asking for the next page (its `Link: rel="next"`) as soon as this one's
-    headers are in, then reading and decoding this one meanwhile: two requests in flight."""
-    headers = auth(token) | {"accept": "application/msgpack"}
+async def rest(
+    http: httpx.AsyncClient, doc: str, token: str, form: str, prefetch: bool
+) -> dict[str, int]:
+    """Pages of 5,000 in one of the FORMS. With ``prefetch`` the next page (the answer's
+    `Link: rel="next"`) is asked for as soon as this one's headers are in, and this one is
+    read and decoded meanwhile: two requests in flight."""
+    accept, decode = FORMS[form]
+    headers = auth(token) | accept
 
     def get(url: str) -> asyncio.Task[httpx.Response]:
-        return asyncio.create_task(
-            http.send(http.build_request("GET", url, headers=headers), stream=True)
-        )
+        request = http.build_request("GET", url, headers=headers)
+        return asyncio.create_task(http.send(request, stream=True))
 
     after, rows, requests, wire, decoding = 0, 0, 0, 0, 0.0
     pending: asyncio.Task[httpx.Response] | None = get(
@@ -173,11 +182,11 @@ async def rest_prefetch(http: httpx.AsyncClient, doc: str, token: str) -> dict[s
         r = await pending
         r.raise_for_status()
         requests += 1
-        pending = get(r.links["next"]["url"]) if "next" in r.links else None
+        pending = get(r.links["next"]["url"]) if prefetch and "next" in r.links else None
         body = await r.aread()
         wire += len(body)
         t = time.perf_counter()
-        page = msgpack_page(body)
+        page = decode(body)
         decoding += time.perf_counter() - t
         if page.snapshot is not None:
             after = page.snapshot.upto_seq
@@ -185,7 +194,10 @@ async def rest_prefetch(http: httpx.AsyncClient, doc: str, token: str) -> dict[s
             rows += len(page.updates)
             after = page.updates[-1].seq
         if not page.has_more:
-            assert pending is None and after == page.head, (after, page.head)
+            assert after == page.head, (after, page.head)
+            break
+        if pending is None:
+            pending = get(f"/v1/docs/{doc}/updates?after={after}&limit={PAGE}")
     return {
         "rows": rows,
         "requests": requests,
@@ -263,17 +275,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             pool = await asyncpg.create_pool(stack.db_url, min_size=1, max_size=2)
             tok, n = device.token, args.repeat
-            before = [
-                await timed("raw asyncpg, pages of 5000", n, lambda: raw(pool, doc)),
-                await timed("REST JSON, pages of 5000", n, lambda: rest(http, doc, tok, False)),
-                await timed("REST msgpack, pages of 5000", n, lambda: rest(http, doc, tok, True)),
-                await timed(
-                    "REST msgpack, next page prefetched", n, lambda: rest_prefetch(http, doc, tok)
-                ),
-                await timed(
-                    "websocket subscribe (msgpack)", n, lambda: websocket(server.ws_url, doc, tok)
-                ),
-            ]
+
+            def path(label: str) -> Callable[[], Awaitable[dict[str, int]]]:
+                if label == "websocket":
+                    return lambda: websocket(server.ws_url, doc, tok)
+                form = label.split()[1].rstrip(",")
+                return lambda: rest(http, doc, tok, form, "prefetch" in label)
+
+            before = [await timed("raw asyncpg", n, lambda: raw(pool, doc))]
+            before += [await timed(label, n, path(label)) for label in PATHS]
             for r in before:
                 assert r["rows"] == args.updates, r
             snapshot = os.urandom(args.snapshot_bytes)
@@ -286,22 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             r.raise_for_status()
             print(f"snapshot of {args.snapshot_bytes:,} bytes up to {args.updates:,} stored")
-            after = [
-                await timed("after compaction: REST JSON", n, lambda: rest(http, doc, tok, False)),
-                await timed(
-                    "after compaction: REST msgpack", n, lambda: rest(http, doc, tok, True)
-                ),
-                await timed(
-                    "after compaction: REST msgpack, prefetching",
-                    n,
-                    lambda: rest_prefetch(http, doc, tok),
-                ),
-                await timed(
-                    "after compaction: websocket subscribe",
-                    n,
-                    lambda: websocket(server.ws_url, doc, tok),
-                ),
-            ]
+            after = [await timed(f"after compaction: {label}", n, path(label)) for label in PATHS]
             for r in after:
                 assert r["rows"] == 0, r
             await pool.close()
@@ -322,7 +317,7 @@ def main() -> None:
     result = asyncio.run(run(args))
     before = {r["name"]: r for r in result["before"]}
     after = {r["name"]: r for r in result["after"]}
-    raw_rate = before["raw asyncpg, pages of 5000"]["rows_per_s"]
+    raw_rate = before["raw asyncpg"]["rows_per_s"]
     rows = []
     for r in result["before"]:
         rows.append(
@@ -339,7 +334,7 @@ def main() -> None:
     print(
         table(
             [
-                "path (N behind)",
+                "path (N behind, pages of 5000)",
                 "ms to head",
                 "rows/s",
                 "x raw asyncpg",
@@ -349,37 +344,22 @@ def main() -> None:
             rows,
         )
     )
-    pairs = [
-        ("REST JSON", "REST JSON, pages of 5000", "after compaction: REST JSON"),
-        ("REST msgpack", "REST msgpack, pages of 5000", "after compaction: REST msgpack"),
-        (
-            "REST msgpack, prefetching",
-            "REST msgpack, next page prefetched",
-            "after compaction: REST msgpack, prefetching",
-        ),
-        (
-            "websocket",
-            "websocket subscribe (msgpack)",
-            "after compaction: websocket subscribe",
-        ),
+    speedups = [
+        [
+            label,
+            round(before[label]["seconds"] * 1000, 1),
+            round(after[f"after compaction: {label}"]["seconds"] * 1000, 2),
+            ratio(before[label]["seconds"], after[f"after compaction: {label}"]["seconds"]),
+        ]
+        for label in PATHS
     ]
-    speedups = []
-    for label, b, a in pairs:
-        speedups.append(
-            [
-                label,
-                round(before[b]["seconds"] * 1000, 1),
-                round(after[a]["seconds"] * 1000, 2),
-                ratio(before[b]["seconds"], after[a]["seconds"]),
-            ]
-        )
     print()
     print(table(["path", "before compaction ms", "after compaction ms", "speed-up"], speedups))
     summary: dict[str, Any] = {"command": command_line(), "args": vars(args), "machine": info}
     summary |= result
     summary["vs_raw"] = {r[0]: r[3] for r in rows}
     summary["speedup"] = {s[0]: s[3] for s in speedups}
-    best = max(ratio(before[n]["rows_per_s"], raw_rate) for _, n, _ in pairs if "REST" in n)
+    best = max(ratio(before[p]["rows_per_s"], raw_rate) for p in PATHS if p.startswith("REST"))
     worst_speedup = min(s[3] for s in speedups)
     print(
         f"\nbest REST path / raw asyncpg = {best}x (target >= 0.4x: "

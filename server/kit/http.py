@@ -12,6 +12,7 @@ from server.errors import UnsupportedMediaType, ValidationFailed
 from server.kit.net import client_address
 
 MSGPACK = "application/msgpack"
+COMPACT = "application/vnd.session-sync.compact+msgpack"  # catch-up pages as arrays
 T = TypeVar("T")
 
 

@@ -3,10 +3,12 @@ settings, and the live socket."""
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, asgi, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -26,7 +28,7 @@ from litestar.types import (
 
 from server.auth.guards import provide_principal
 from server.auth.service import Principal
-from server.kit.http import decode_body, negotiated
+from server.kit.http import COMPACT, decode_body, negotiated
 from server.kit.websocket import WebSocketProtocol
 from server.sync import protocol as p
 from server.sync.connection import Connection
@@ -132,7 +134,7 @@ class DocsController(Controller):
         """Catch up: the newest snapshot first where it covers `after`, then updates in seq
         order. `Accept: application/msgpack` for the compact binary form."""
         page = await sync.page(principal, doc_id, after, limit)
-        return negotiated(request, page, headers=_next_link(request, page, after, limit))
+        return _page_response(request, page, after, limit, lambda: page)
 
     @put("/{doc_id:uuid}/snapshot", request_max_body_size=100 * 1024 * 1024)
     async def put_snapshot(
@@ -186,12 +188,14 @@ class TranscriptsController(Controller):
         limit: FromQuery[Limit] = 1000,
     ) -> Response[Any]:
         page = await sync.page(principal, transcript_id, after, limit, TRANSCRIPT)
-        chunks = [ChunkOut(u.seq, u.device_id, u.key_version, u.ciphertext) for u in page.updates]
-        return negotiated(
-            request,
-            ChunkPage(chunks, page.head, page.has_more),
-            headers=_next_link(request, page, after, limit),
-        )
+
+        def chunk_page() -> ChunkPage:
+            chunks = [
+                ChunkOut(u.seq, u.device_id, u.key_version, u.ciphertext) for u in page.updates
+            ]
+            return ChunkPage(chunks, page.head, page.has_more)
+
+        return _page_response(request, page, after, limit, chunk_page)
 
 
 class SettingsController(Controller):
@@ -286,18 +290,47 @@ async def serve_socket(state: State, scope: Scope, receive: Receive, send: Send)
         state.sockets.discard(connection)
 
 
-def _next_link(
-    request: Request[Any, Any, Any], page: UpdatePage, after: int, limit: int
-) -> dict[str, str]:
-    """`Link: <...>; rel="next"` (RFC 8288) while there is more: a client may ask for the
-    next page as soon as it has this one's headers, and decode while the server reads."""
-    if not page.has_more:
-        return {}
-    if page.updates:
-        after = page.updates[-1].seq
-    elif page.snapshot is not None:
-        after = page.snapshot.upto_seq
-    return {"link": f'<{request.url.path}?after={after}&limit={limit}>; rel="next"'}
+_compact = msgspec.msgpack.Encoder(uuid_format="bytes").encode
+_row = operator.attrgetter("seq", "device_id", "key_version", "ciphertext")
+
+
+def _page_response(
+    request: Request[Any, Any, Any],
+    page: UpdatePage,
+    after: int,
+    limit: int,
+    content: Callable[[], Any],
+) -> Response[Any]:
+    """A catch-up page as JSON, msgpack maps (``content()``), or compact msgpack arrays
+    (docs/spec/api.md), with a `Link: <...>; rel="next"` (RFC 8288) while there is more: a
+    client may ask for the next page as soon as it has the headers, and decode meanwhile."""
+    headers = {}
+    if page.has_more:
+        if page.updates:
+            after = page.updates[-1].seq
+        elif page.snapshot is not None:
+            after = page.snapshot.upto_seq
+        headers["link"] = f'<{request.url.path}?after={after}&limit={limit}>; rel="next"'
+    if COMPACT in request.headers.get("accept", ""):
+        snap = page.snapshot
+        body = _compact(
+            [
+                page.head,
+                page.has_more,
+                None
+                if snap is None
+                else [
+                    snap.upto_seq,
+                    snap.key_version,
+                    snap.ciphertext,
+                    snap.device_id,
+                    snap.created_at,
+                ],
+                list(map(_row, page.updates)),  # in C: speed is what this form is for
+            ]
+        )
+        return Response(body, media_type=COMPACT, headers=headers)
+    return negotiated(request, content(), headers=headers)
 
 
 class _Channel:

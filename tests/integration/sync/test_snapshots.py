@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import uuid
 
+import msgspec
+
 from server.app import create_app
+from server.kit.http import COMPACT
 from tests.conftest import app_client
 from tests.helpers import assert_problem, b64, bearer, new_doc, sign_in, updates
 
@@ -34,6 +37,38 @@ async def test_catch_up_after_a_snapshot_starts_from_it(client, smtp):
     assert r.links["next"]["url"] == f"{url}/updates?after=4&limit=1"
     got = (await client.get(url + "/snapshot", headers=bearer(me))).json()
     assert got["upto_seq"] == 3 and got["device_id"] == me["device_id"]
+
+
+async def test_the_compact_form_carries_the_same_page(client, smtp):
+    """`Accept: application/vnd.session-sync.compact+msgpack`: the msgpack page as arrays,
+    device ids as 16 bytes (docs/spec/api.md)."""
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    url = f"/v1/docs/{doc}"
+    await client.post(
+        url + "/updates", json=updates(*[b"u%d" % i for i in range(5)]), headers=bearer(me)
+    )
+    await client.put(url + "/snapshot", json=snapshot(3, b"state@3"), headers=bearer(me))
+    compact = bearer(me) | {"accept": COMPACT}
+    r = await client.get(url + "/updates?after=1&limit=1", headers=compact)
+    assert r.headers["content-type"] == COMPACT
+    assert r.links["next"]["url"] == f"{url}/updates?after=4&limit=1"
+    head, has_more, snap, rows = msgspec.msgpack.decode(r.content)
+    maps = msgspec.msgpack.decode(
+        (
+            await client.get(
+                url + "/updates?after=1&limit=1",
+                headers=bearer(me) | {"accept": "application/msgpack"},
+            )
+        ).content
+    )
+    assert (head, has_more) == (maps["head"], maps["has_more"]) == (5, True)
+    device = uuid.UUID(me["device_id"]).bytes
+    assert snap[:4] == [3, 1, b"state@3", device]
+    assert rows == [[4, device, 1, b"u3"]]
+    r = await client.get(url + "/updates?after=4", headers=compact)
+    assert msgspec.msgpack.decode(r.content) == [5, False, None, [[5, device, 1, b"u4"]]]
+    assert "link" not in r.headers
 
 
 async def test_snapshot_bounds(client, smtp):

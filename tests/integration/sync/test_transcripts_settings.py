@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 
+import msgspec
+
+from server.kit.http import COMPACT
 from tests.helpers import assert_problem, b64, bearer, new_doc, sign_in
 
 
@@ -27,6 +30,11 @@ async def test_transcript_chunks_append_in_order(client, smtp):
     page = (await client.get(url + "?after=1", headers=bearer(me))).json()
     assert [base64.b64decode(c["ciphertext"]) for c in page["chunks"]] == [b"two", b"three"]
     assert page["head"] == 3
+    r = await client.get(url + "?after=1&limit=1", headers=bearer(me) | {"accept": COMPACT})
+    head, has_more, snap, rows = msgspec.msgpack.decode(r.content)
+    assert (head, has_more, snap) == (3, True, None)
+    assert [(seq, ct) for seq, _, _, ct in rows] == [(2, b"two")]
+    assert r.links["next"]["url"] == f"{url}?after=2&limit=1"
 
 
 async def test_transcripts_and_canvases_do_not_mix(client, smtp):
