@@ -1,6 +1,8 @@
 """Group commit for the update log: every push waiting when a transaction starts joins it,
-whatever its document (row locks taken in id order, one dedupe query, one insert, one head
-update per document), and all are acknowledged together once it commits.
+whatever its document (row locks taken in id order, then one statement that inserts the rows
+and raises the heads), and all are acknowledged together once it commits. A push sent again
+(its client update ids stored already) voids that transaction; the group then runs again
+with a lookup of the stored ids.
 
 Alone, a push commits at once; under load, one commit (and its fsync) serves hundreds. The
 hot path skips the ORM (asyncpg itself on Postgres, SQLAlchemy Core on SQLite): its unit of
@@ -107,7 +109,10 @@ class Appender:
 
     async def _commit(self, group: list[_Push]) -> None:
         try:
-            outcomes, heads = await self._transaction(group)
+            try:
+                outcomes, heads = await self._transaction(group, dedupe=False)
+            except repo.AlreadyStored:  # a push sent again: look up what is stored
+                outcomes, heads = await self._transaction(group, dedupe=True)
         except Exception as exc:
             outcomes, heads = [exc] * len(group), {}
         for push, outcome in zip(group, outcomes, strict=True):
@@ -124,13 +129,22 @@ class Appender:
             await self.hub.committed(doc_id, head, stored[doc_id])
 
     async def _transaction(
-        self, group: list[_Push]
+        self, group: list[_Push], dedupe: bool
     ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
+        """One try at the group. Optimistic first: client update ids are taken for new (one
+        statement fewer); if one was stored already, ``append_rows`` voids the transaction
+        and the group runs again with ``dedupe``, which looks them up under the locks."""
         now = utcnow()
+        for push in group:
+            push.rows, push.fresh = [], []
         async with repo.group_transaction(self.engine) as log:
             docs = await log.lock_docs(sorted({p.doc_id for p in group}))
-            known = await log.seqs_for(
-                [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
+            known = (
+                await log.seqs_for(
+                    [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
+                )
+                if dedupe
+                else {}
             )
             used = {d.owner_user_id: d.owner_bytes for d in docs.values()}
             outcomes = [self._assign(push, docs.get(push.doc_id), known, used) for push in group]

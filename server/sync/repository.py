@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from server.db.dialect import insert_or_ignore
@@ -127,6 +128,10 @@ async def heads(session: AsyncSession, doc_ids: Sequence[uuid.UUID]) -> dict[uui
 # -- the update log ---------------------------------------------------------------------
 
 
+class AlreadyStored(Exception):
+    """A client update id of the group is in the log already: a retry of a committed push."""
+
+
 class GroupLog(Protocol):
     """The statements of one group commit, inside its transaction."""
 
@@ -140,7 +145,8 @@ class GroupLog(Protocol):
         """The seqs already stored under these (document, client update id) pairs."""
 
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
-        """Insert the rows and raise each document's head and counters."""
+        """Insert the rows and raise each document's head and counters; AlreadyStored if a
+        (document, client update id) is in the log already (the transaction is then void)."""
 
     async def lease_snapshot(
         self, doc_id: uuid.UUID, device_id: uuid.UUID, now: datetime, until: datetime
@@ -201,18 +207,22 @@ class _PgGroupLog:
         return {(r[0], r[1]): r[2] for r in records if r[2] is not None}
 
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
-        # One statement: the insert runs as a data-modifying WITH of the heads' update.
-        await self.driver.execute(
+        # One statement: the insert runs as a data-modifying WITH of the heads' update. A
+        # repeated client update id is skipped, not an error (a retry is not worth an ERROR
+        # in Postgres's log), and counted: fewer rows than sent void the transaction.
+        inserted = await self.driver.fetchval(
             "WITH appended AS (INSERT INTO doc_updates"
             " (doc_id, seq, client_update_id, device_id, key_version, ciphertext, created_at)"
             " SELECT d, s, c, v, k, x, $7 FROM unnest($1::uuid[], $2::bigint[], $3::text[],"
-            " $4::uuid[], $5::int[], $6::bytea[]) AS r(d, s, c, v, k, x))"
+            " $4::uuid[], $5::int[], $6::bytea[]) AS r(d, s, c, v, k, x)"
+            " ON CONFLICT (doc_id, client_update_id) DO NOTHING RETURNING 1)"
             " UPDATE documents d SET head_seq = v.head,"
             " bytes_total = d.bytes_total + v.bytes,"
             " bytes_since_snapshot = d.bytes_since_snapshot + v.bytes,"
             " updates_since_snapshot = d.updates_since_snapshot + v.count"
             " FROM unnest($8::uuid[], $9::bigint[], $10::bigint[], $11::bigint[])"
-            " AS v(id, head, bytes, count) WHERE d.id = v.id",
+            " AS v(id, head, bytes, count) WHERE d.id = v.id"
+            " RETURNING (SELECT count(*) FROM appended)",
             *(
                 [r[name] for r in rows]
                 for name in (
@@ -230,6 +240,8 @@ class _PgGroupLog:
             [doc.added_bytes for doc in docs],
             [doc.head_seq - doc.start_seq for doc in docs],
         )
+        if inserted != len(rows):
+            raise AlreadyStored()
 
     async def lease_snapshot(
         self, doc_id: uuid.UUID, device_id: uuid.UUID, now: datetime, until: datetime
@@ -288,7 +300,12 @@ class _CoreGroupLog:
         return {(d, c): int(s) for d, c, s in result if (d, c) in wanted}
 
     async def append_rows(self, rows: list[dict[str, Any]], docs: list[LockedDoc]) -> None:
-        await self.conn.execute(insert(DocUpdate), rows)
+        try:
+            await self.conn.execute(insert(DocUpdate), rows)
+        except IntegrityError as exc:
+            if "client_update_id" in str(exc.orig):
+                raise AlreadyStored() from exc
+            raise
         d = Document.__table__
         await self.conn.execute(
             update(Document)

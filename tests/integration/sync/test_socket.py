@@ -339,3 +339,26 @@ async def test_more_pushes_in_flight_than_the_bound_all_get_answers(served):
     ]
     assert [a["seqs"][0] for a in acks] == list(range(1, total))
     assert [a["ref"] for a in acks] == [r for r in range(total) if r != foreign]
+
+
+async def test_a_resent_push_in_a_group_with_new_ones(served):
+    """A device resends a push that committed (its ack was lost) while another device's new
+    pushes commit in the same groups: the resent one answers its original seqs, the new ones
+    get the next seqs, and readers see each update once."""
+    s = served
+    laptop = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    phone = await SyncSocket.open(s["url"], s["phone"]["access_token"])
+    first = await laptop.push(s["doc"], 1, b"a", b"b", prefix="l")
+    assert first["seqs"] == [1, 2]
+    frame = {"client_update_id": "l1-0", "key_version": 1, "ciphertext": "YQ=="}
+    for ref in range(2, 12):  # the laptop resends; the phone pushes new updates meanwhile
+        await laptop.send({"type": "push", "doc": s["doc"], "ref": ref, "updates": [frame]})
+        new = {"client_update_id": f"p{ref}", "key_version": 1, "ciphertext": "cA=="}
+        await phone.send({"type": "push", "doc": s["doc"], "ref": ref, "updates": [new]})
+    laptop_acks = [(await laptop.until("ack"))["seqs"] for _ in range(10)]
+    phone_acks = [(await phone.until("ack"))["seqs"][0] for _ in range(10)]
+    assert laptop_acks == [[1]] * 10
+    assert phone_acks == list(range(3, 13))
+    reader = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    backlog, head = await reader.subscribe(s["doc"])
+    assert [u["seq"] for u in backlog] == list(range(1, 13)) and head == 12
