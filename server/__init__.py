@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 #: The version of the open spec (docs/spec/) this server implements; see its versioning policy.
-SPEC_VERSION = "0.3"
+SPEC_VERSION = "0.4"
