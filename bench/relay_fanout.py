@@ -328,12 +328,50 @@ class Step:
         ]
 
 
-async def open_loop(target: Target, args: argparse.Namespace, rate: float) -> Step:
+@dataclass
+class Run:
+    """What one step's writers did, measured the same way in both modes."""
+
+    sent: int
+    drained: bool
+    latency: dict[str, float]
+    delivered_rate: float
+    client_cpu: float
+    server_cpu: float
+    missing: int
+
+
+async def run_writers(
+    target: Target, args: argparse.Namespace, write: Callable[[Writer], Any]
+) -> Run:
+    """Run ``write`` for every writer, wait for acks and deliveries, and measure."""
     h, writers = target.harness, target.writers
-    interval = len(writers) / rate
+    acked0 = sum(w.acked for w in writers)
+    sent0 = sum(w.sent for w in writers)
+    cpu0, srv0, t0 = os.times(), target.server_cpu(), time.perf_counter()
+    await asyncio.gather(*(write(w) for w in writers))
+    sent = sum(w.sent for w in writers) - sent0
+    expected = sent * target.readers_per_room
+    drained = await drain(target, acked0 + sent, expected, args.drain_seconds)
+    wall = time.perf_counter() - t0
+    cpu1, srv1 = os.times(), target.server_cpu()
+    window = args.step_seconds - args.warmup
+    return Run(
+        sent,
+        drained,
+        summary_ms(h.latencies),
+        h.in_window / target.readers_per_room / window,
+        (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
+        (srv1 - srv0) / wall,
+        expected - h.delivered,
+    )
+
+
+async def open_loop(target: Target, args: argparse.Namespace, rate: float) -> Step:
+    interval = len(target.writers) / rate
     start = time.perf_counter() + 0.05
     end = start + args.step_seconds
-    h.reset((start + args.warmup, end))
+    target.harness.reset((start + args.warmup, end))
     late = 0.0
 
     async def write(w: Writer) -> None:
@@ -348,40 +386,29 @@ async def open_loop(target: Target, args: argparse.Namespace, rate: float) -> St
             await w.send_next()
             due += interval
 
-    acked0 = sum(w.acked for w in writers)
-    sent0 = sum(w.sent for w in writers)
-    cpu0, srv0, t0 = os.times(), target.server_cpu(), time.perf_counter()
-    await asyncio.gather(*(write(w) for w in writers))
-    sent = sum(w.sent for w in writers) - sent0
-    expected = sent * target.readers_per_room
-    drained = await drain(target, acked0 + sent, expected, args.drain_seconds)
-    wall = time.perf_counter() - t0
-    cpu1, srv1 = os.times(), target.server_cpu()
-    lat = summary_ms(h.latencies)
-    window = args.step_seconds - args.warmup
-    on_schedule = sent >= 0.97 * rate * args.step_seconds and late < 0.05
-    ok = drained and on_schedule and lat["p99_ms"] <= args.p99_ms
+    r = await run_writers(target, args, write)
+    on_schedule = r.sent >= 0.97 * rate * args.step_seconds and late < 0.05
+    ok = r.drained and on_schedule and r.latency["p99_ms"] <= args.p99_ms
     return Step(
         "open",
         rate,
-        sent,
-        h.in_window / target.readers_per_room / window,
-        lat,
-        drained,
+        r.sent,
+        r.delivered_rate,
+        r.latency,
+        r.drained,
         on_schedule,
         ok,
-        (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
-        (srv1 - srv0) / wall,
-        expected - h.delivered,
+        r.client_cpu,
+        r.server_cpu,
+        r.missing,
     )
 
 
 async def closed_loop(target: Target, args: argparse.Namespace) -> Step:
     """Each writer keeps ``window`` updates in flight: the peak rate at any latency."""
-    h, writers = target.harness, target.writers
     start = time.perf_counter()
     end = start + args.step_seconds
-    h.reset((start + args.warmup, end))
+    target.harness.reset((start + args.warmup, end))
 
     async def write(w: Writer) -> None:
         credit = asyncio.Semaphore(args.window)
@@ -391,30 +418,19 @@ async def closed_loop(target: Target, args: argparse.Namespace) -> Step:
             await w.send_next()
         w.on_ack = None
 
-    acked0 = sum(w.acked for w in writers)
-    sent0 = sum(w.sent for w in writers)
-    cpu0, srv0, t0 = os.times(), target.server_cpu(), time.perf_counter()
-    await asyncio.gather(*(write(w) for w in writers))
-    sent = sum(w.sent for w in writers) - sent0
-    window_acked = sent  # all sent within [start, end]
-    expected = sent * target.readers_per_room
-    drained = await drain(target, acked0 + sent, expected, args.drain_seconds)
-    wall = time.perf_counter() - t0
-    cpu1, srv1 = os.times(), target.server_cpu()
-    lat = summary_ms(h.latencies)
-    window = args.step_seconds - args.warmup
+    r = await run_writers(target, args, write)
     return Step(
         f"closed, {args.window} in flight per writer",
-        window_acked / args.step_seconds,
-        sent,
-        h.in_window / target.readers_per_room / window,
-        lat,
-        drained,
+        r.sent / args.step_seconds,  # all sent within [start, end]
+        r.sent,
+        r.delivered_rate,
+        r.latency,
+        r.drained,
         True,
-        drained,
-        (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
-        (srv1 - srv0) / wall,
-        expected - h.delivered,
+        r.drained,
+        r.client_cpu,
+        r.server_cpu,
+        r.missing,
     )
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from inprocess import serve
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -52,14 +52,7 @@ def main() -> None:
         (RESULTS / f"gc-server-{os.getpid()}.txt").write_text("\n".join(lines) + "\n")
         os._exit(0)
 
-    # uvicorn restores this handler after its graceful shutdown and raises SIGTERM again.
-    signal.signal(signal.SIGTERM, finish)
-    from server.__main__ import main as serve
-
-    try:
-        serve(sys.argv[1:])
-    finally:
-        finish()
+    serve(finish)
 
 
 if __name__ == "__main__":

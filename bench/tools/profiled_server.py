@@ -15,9 +15,10 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
+
+from inprocess import serve
 
 INTERVAL = 0.001
 
@@ -87,14 +88,7 @@ def main() -> None:
         out.write_text(sampler.report())
         os._exit(0)
 
-    # uvicorn restores this handler after its graceful shutdown and raises SIGTERM again.
-    signal.signal(signal.SIGTERM, finish)
-    from server.__main__ import main as serve
-
-    try:
-        serve(sys.argv[1:])
-    finally:
-        finish()
+    serve(finish)
 
 
 if __name__ == "__main__":
