@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +32,7 @@ from server.sync.schemas import PushOut, UpdateIn
 
 LOG_KINDS = frozenset({"canvas", "settings"})
 MAX_GROUP = 512  # pushes per transaction
+FACTS_LIMIT = 100_000  # documents whose owner and kind an appender keeps
 GROUP_BYTES = 16 * 1024 * 1024  # of ciphertext per transaction: a big push waits for its own
 
 
@@ -68,6 +69,10 @@ class Appender:
         self.engine, self.settings, self.hub = engine, settings, hub
         self._waiting: collections.deque[_Push] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
+        # Owner and kind of the documents seen under a lock: they never change, so a group
+        # of known documents can be decided before the statement that locks them.
+        self._facts: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
+        self._at_once = engine is not None and engine.dialect.name == "postgresql"
 
     def submit(
         self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
@@ -101,8 +106,11 @@ class Appender:
     async def _commit(self, group: list[_Push]) -> None:
         try:
             try:
-                outcomes, heads = await self._transaction(group, dedupe=False)
-            except repo.AlreadyStored:  # a push sent again: look up what is stored
+                if self._at_once and all(p.doc_id in self._facts for p in group):
+                    outcomes, heads = await self._statement(group)
+                else:
+                    outcomes, heads = await self._transaction(group, dedupe=False)
+            except (repo.AlreadyStored, repo.Rerun):  # e.g. a push sent again: look it up
                 outcomes, heads = await self._transaction(group, dedupe=True)
         except Exception as exc:
             outcomes, heads = [exc] * len(group), {}
@@ -119,17 +127,80 @@ class Appender:
         for doc_id, head in heads.items():
             await self.hub.committed(doc_id, head, stored[doc_id])
 
+    async def _statement(
+        self, group: list[_Push]
+    ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
+        """The group in one statement (Postgres, every document known): decided first with
+        the heads taken as 0, then stored after whatever heads the statement finds under its
+        locks, and the seqs moved up by them. Only the quota needs what other documents
+        hold: the statement checks it, and a group that would pass it runs again (Rerun),
+        as does one with a client update id stored already."""
+        now = utcnow()
+        docs: dict[uuid.UUID, LockedDoc] = {}
+        for push in group:
+            push.rows, push.fresh = [], []
+            if push.doc_id not in docs:
+                owner, kind = self._facts[push.doc_id]
+                docs[push.doc_id] = LockedDoc(push.doc_id, owner, kind, 0, 0, 0, None, 0)
+        known: dict[tuple[uuid.UUID, str], int] = {}  # a client update id twice in the group
+        used: dict[uuid.UUID, int] = {}  # bytes this group adds, by owner
+        outcomes = [self._assign(push, docs[push.doc_id], known, used) for push in group]
+        taken = {p.doc_id for p, o in zip(group, outcomes, strict=True) if isinstance(o, PushOut)}
+        if not taken:
+            return outcomes, {}
+        written = [docs[doc_id] for doc_id in sorted(taken)]
+        async with repo.statements(self.engine) as log:
+            found = await log.append_at_once(
+                [f | {"created_at": now} for p in group for f in p.fresh],
+                written,
+                used,
+                self.settings.storage_quota,
+                now,
+            )
+            for index, (push, outcome) in enumerate(zip(group, outcomes, strict=True)):
+                if not isinstance(outcome, PushOut):
+                    continue
+                state = found.get(push.doc_id)
+                if state is None:  # deleted since it was last seen
+                    self._facts.pop(push.doc_id, None)
+                    outcomes[index], push.rows = NotFound("no such document"), []
+                    continue
+                base = state.base
+                outcome.seqs = [base + seq for seq in outcome.seqs]
+                outcome.head += base
+                for row in push.rows:
+                    row.seq += base
+            due = [
+                doc_id
+                for doc_id, state in found.items()
+                if self._snapshot_due(
+                    docs[doc_id].kind,
+                    state.updates_since_snapshot,
+                    state.bytes_since_snapshot,
+                    state.lease_until,
+                    now,
+                )
+            ]
+            await self._lease_snapshots(log, group, outcomes, due, now)
+        return outcomes, {
+            doc.id: found[doc.id].base + doc.head_seq
+            for doc in written
+            if doc.head_seq and doc.id in found
+        }
+
     async def _transaction(
         self, group: list[_Push], dedupe: bool
     ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
-        """One try at the group. Optimistic first: client update ids are taken for new (one
-        statement fewer); if one was stored already, ``append_rows`` voids the transaction
-        and the group runs again with ``dedupe``, which looks them up under the locks."""
+        """One try at the group as a transaction: lock, insert, raise the heads. Optimistic
+        first: client update ids are taken for new (one statement fewer); if one was stored
+        already, ``append_rows`` voids the transaction and the group runs again with
+        ``dedupe``, which looks them up under the locks."""
         now = utcnow()
         for push in group:
             push.rows, push.fresh = [], []
         async with repo.group_transaction(self.engine) as log:
             docs = await log.lock_docs(sorted({p.doc_id for p in group}))
+            self._remember(docs.values())
             known = (
                 await log.seqs_for(
                     [(p.doc_id, u.client_update_id) for p in group for u in p.updates]
@@ -141,10 +212,27 @@ class Appender:
             outcomes = [self._assign(push, docs.get(push.doc_id), known, used) for push in group]
             changed = [d for d in docs.values() if d.head_seq > d.start_seq]
             if changed:
-                await self._lease_snapshots(log, group, outcomes, changed, now)
+                due = [
+                    d.id
+                    for d in changed
+                    if self._snapshot_due(
+                        d.kind,
+                        d.updates_since_snapshot + d.head_seq - d.start_seq,
+                        d.bytes_since_snapshot + d.added_bytes,
+                        d.lease_until,
+                        now,
+                    )
+                ]
+                await self._lease_snapshots(log, group, outcomes, due, now)
                 rows = [f | {"created_at": now} for p in group for f in p.fresh]
                 await log.append_rows(rows, changed)
         return outcomes, {d.id: d.head_seq for d in changed}
+
+    def _remember(self, docs: Iterable[LockedDoc]) -> None:
+        if len(self._facts) > FACTS_LIMIT:
+            self._facts.clear()
+        for doc in docs:
+            self._facts[doc.id] = (doc.owner_user_id, doc.kind)
 
     def _assign(
         self,
@@ -188,33 +276,34 @@ class Appender:
         doc.head_seq, doc.added_bytes = last, doc.added_bytes + nbytes
         return PushOut(seqs, last)
 
+    def _snapshot_due(
+        self, kind: str, updates: int, nbytes: int, lease_until: datetime | None, now: datetime
+    ) -> bool:
+        """Past a threshold of updates or bytes since the last snapshot, a log document's next
+        snapshot is leased, unless a lease is held."""
+        s = self.settings
+        return (
+            kind in LOG_KINDS
+            and (lease_until is None or lease_until < now)
+            and (updates >= s.snapshot_after_updates or nbytes >= s.snapshot_after_bytes)
+        )
+
     async def _lease_snapshots(
         self,
         log: repo.GroupLog,
         group: list[_Push],
         outcomes: list[PushOut | BaseException],
-        changed: list[LockedDoc],
-        now: Any,
+        due: list[uuid.UUID],
+        now: datetime,
     ) -> None:
-        """Past a threshold, lease a document's next snapshot to its last pushing device:
-        connected, and holding the document up to the head. The lease stops two racing."""
-        s = self.settings
-        until = now + timedelta(seconds=s.snapshot_lease)
-        for doc in changed:
-            added = doc.head_seq - doc.start_seq
-            if (
-                doc.kind not in LOG_KINDS
-                or (doc.lease_until is not None and doc.lease_until >= now)  # held
-                or (
-                    doc.updates_since_snapshot + added < s.snapshot_after_updates
-                    and doc.bytes_since_snapshot + doc.added_bytes < s.snapshot_after_bytes
-                )
-            ):
-                continue
+        """Lease each due document's next snapshot to its last pushing device: connected,
+        and holding the document up to the head. The lease stops two racing."""
+        until = now + timedelta(seconds=self.settings.snapshot_lease)
+        for doc_id in due:
             index, pusher = next(
-                (i, p) for i, p in reversed(list(enumerate(group))) if p.doc_id == doc.id and p.rows
+                (i, p) for i, p in reversed(list(enumerate(group))) if p.doc_id == doc_id and p.rows
             )
-            if await log.lease_snapshot(doc.id, pusher.who.device_id, now, until):
+            if await log.lease_snapshot(doc_id, pusher.who.device_id, now, until):
                 outcome = outcomes[index]
                 if isinstance(outcome, PushOut):
                     outcome.snapshot_requested = True

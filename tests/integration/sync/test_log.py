@@ -6,6 +6,7 @@ import asyncio
 import base64
 import uuid
 
+import httpx
 import msgspec
 import pytest
 
@@ -105,6 +106,78 @@ async def test_twenty_concurrent_writers_get_unique_gapless_seqs(client, smtp):
         assert seqs == sorted(seqs)  # each writer's own updates in its order
     page = (await client.get(f"/v1/docs/{doc}/updates?limit=1000", headers=bearer(me))).json()
     assert [u["seq"] for u in page["updates"]] == list(range(1, 101))
+
+
+async def test_two_replicas_writing_one_document_get_gapless_seqs(make_settings, smtp):
+    """Each replica commits on its own; the seqs follow the head found under the lock,
+    whoever wrote last."""
+    settings = make_settings()
+    async with (
+        app_client(create_app(settings)) as one,
+        app_client(create_app(settings)) as two,
+    ):
+        me = await sign_in(one, smtp)
+        doc = await new_doc(one, me)
+
+        async def writer(client: httpx.AsyncClient, n: int) -> list[int]:
+            seqs = []
+            for k in range(10):
+                r = await client.post(
+                    f"/v1/docs/{doc}/updates",
+                    json=updates(b"x", prefix=f"w{n}-{k}-"),
+                    headers=bearer(me),
+                )
+                assert r.status_code == 200, r.text
+                seqs += r.json()["seqs"]
+            return seqs
+
+        results = await asyncio.gather(*(writer((one, two)[n % 2], n) for n in range(6)))
+        assert sorted(s for seqs in results for s in seqs) == list(range(1, 61))
+        page = (await two.get(f"/v1/docs/{doc}/updates?limit=100", headers=bearer(me))).json()
+        assert [u["seq"] for u in page["updates"]] == list(range(1, 61)) and page["head"] == 60
+
+
+async def test_a_deleted_document_refuses_pushes_and_stores_nothing(client, smtp, settings):
+    me = await sign_in(client, smtp)
+    doc = await new_doc(client, me)
+    url = f"/v1/docs/{doc}/updates"
+    assert (await client.post(url, json=updates(b"a"), headers=bearer(me))).status_code == 200
+    assert (await client.delete(f"/v1/docs/{doc}", headers=bearer(me))).status_code == 204
+    r = await client.post(url, json=updates(b"b", prefix="later"), headers=bearer(me))
+    assert_problem(r, 404, "not-found")
+    assert await count_rows(settings, DocUpdate) == 0
+
+
+@pytest.mark.backend("postgres")
+async def test_a_known_documents_groups_commit_in_one_statement(make_settings, smtp, monkeypatch):
+    """The first group of a document is a transaction (it learns the owner and kind); the
+    next ones are one statement each, unless one has to run again under the locks."""
+    app = create_app(make_settings(storage_quota=1024))
+    transactions: list[bool] = []
+    appender = type(app.state.sync.appender)
+    full = appender._transaction
+
+    async def counted(self, group, dedupe):  # type: ignore[no-untyped-def]
+        transactions.append(dedupe)
+        return await full(self, group, dedupe)
+
+    monkeypatch.setattr(appender, "_transaction", counted)
+    async with app_client(app) as client:
+        me = await sign_in(client, smtp)
+        doc = await new_doc(client, me)
+        url = f"/v1/docs/{doc}/updates"
+        for n in range(3):
+            r = await client.post(url, json=updates(b"x", prefix=f"{n}-"), headers=bearer(me))
+            assert r.json()["seqs"] == [n + 1]
+        assert transactions == [False]
+        r = await client.post(url, json=updates(b"x", b"y", prefix="1-"), headers=bearer(me))
+        assert r.json()["seqs"] == [2, 4]  # one sent again: the group ran again, looking up
+        assert transactions == [False, True]
+        r = await client.post(url, json=updates(b"z" * 1021, prefix="big"), headers=bearer(me))
+        assert_problem(r, 413, "quota-exceeded")  # the statement checked the quota
+        assert transactions == [False, True, True]
+        page = (await client.get(f"{url}?after=0", headers=bearer(me))).json()
+        assert [u["seq"] for u in page["updates"]] == [1, 2, 3, 4] and page["head"] == 4
 
 
 async def test_msgpack_catch_up_is_smaller_and_equal(client, smtp):
