@@ -36,6 +36,9 @@ FACTS_LIMIT = 100_000  # documents whose owner and kind an appender keeps
 GROUP_BYTES = 16 * 1024 * 1024  # of ciphertext per transaction: a big push waits for its own
 
 
+Outcome = PushOut | BaseException  # of one push in its group
+
+
 class QuotaExceeded(PayloadTooLarge):
     slug, title = "quota-exceeded", "The storage or document quota is used up"
 
@@ -88,7 +91,7 @@ class Appender:
 
     async def _work(self) -> None:
         while group := self._take():
-            await self._commit(group)
+            await self._answer(group, *await self._store(group))
 
     def _take(self) -> list[_Push]:
         """The next group, in the order the pushes came: at most MAX_GROUP pushes, and at
@@ -103,17 +106,24 @@ class Appender:
             group.append(self._waiting.popleft())
         return group
 
-    async def _commit(self, group: list[_Push]) -> None:
+    async def _store(self, group: list[_Push]) -> tuple[list[Outcome], dict[uuid.UUID, int]]:
+        """Each push's outcome, and the new head of each document that grew."""
         try:
             try:
                 if self._at_once and all(p.doc_id in self._facts for p in group):
-                    outcomes, heads = await self._statement(group)
-                else:
-                    outcomes, heads = await self._transaction(group, dedupe=False)
+                    return await self._statement(group)
+                return await self._transaction(group, dedupe=False)
             except (repo.AlreadyStored, repo.Rerun):  # e.g. a push sent again: look it up
-                outcomes, heads = await self._transaction(group, dedupe=True)
+                return await self._transaction(group, dedupe=True)
         except Exception as exc:
-            outcomes, heads = [exc] * len(group), {}
+            return [exc] * len(group), {}
+
+    async def _answer(
+        self,
+        group: list[_Push],
+        outcomes: list[Outcome],
+        heads: dict[uuid.UUID, int],
+    ) -> None:
         for push, outcome in zip(group, outcomes, strict=True):
             if push.future.done():
                 continue
@@ -127,9 +137,7 @@ class Appender:
         for doc_id, head in heads.items():
             await self.hub.committed(doc_id, head, stored[doc_id])
 
-    async def _statement(
-        self, group: list[_Push]
-    ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
+    async def _statement(self, group: list[_Push]) -> tuple[list[Outcome], dict[uuid.UUID, int]]:
         """The group in one statement (Postgres, every document known): decided first with
         the heads taken as 0, then stored after whatever heads the statement finds under its
         locks, and the seqs moved up by them. Only the quota needs what other documents
@@ -151,7 +159,7 @@ class Appender:
         written = [docs[doc_id] for doc_id in sorted(taken)]
         async with repo.statements(self.engine) as log:
             found = await log.append_at_once(
-                [f | {"created_at": now} for p in group for f in p.fresh],
+                [f for p in group for f in p.fresh],
                 written,
                 used,
                 self.settings.storage_quota,
@@ -190,7 +198,7 @@ class Appender:
 
     async def _transaction(
         self, group: list[_Push], dedupe: bool
-    ) -> tuple[list[PushOut | BaseException], dict[uuid.UUID, int]]:
+    ) -> tuple[list[Outcome], dict[uuid.UUID, int]]:
         """One try at the group as a transaction: lock, insert, raise the heads. Optimistic
         first: client update ids are taken for new (one statement fewer); if one was stored
         already, ``append_rows`` voids the transaction and the group runs again with
@@ -240,7 +248,7 @@ class Appender:
         doc: LockedDoc | None,
         known: dict[tuple[uuid.UUID, str], int],
         used: dict[uuid.UUID, int],
-    ) -> PushOut | BaseException:
+    ) -> Outcome:
         """Seqs for one push, in order; a client update id seen before (in the log or earlier
         in this transaction) answers its original seq and stores nothing."""
         if doc is None or not repo.writable_by(doc, push.who.user_id) or doc.kind not in push.kinds:
@@ -292,7 +300,7 @@ class Appender:
         self,
         log: repo.GroupLog,
         group: list[_Push],
-        outcomes: list[PushOut | BaseException],
+        outcomes: list[Outcome],
         due: list[uuid.UUID],
         now: datetime,
     ) -> None:

@@ -3,6 +3,7 @@ a document the caller got from it), so that another owner's id is simply not fou
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from server.sync.schemas import UpdateOut
 # One stored update, as the log hands it out: the API's own struct, so that catch-up builds
 # each row once (a msgspec struct costs a tenth of a dataclass to create).
 Row = UpdateOut
+# A row as a tuple, in C: the compact catch-up form and the bells carry rows as arrays.
+row_fields = operator.attrgetter("seq", "device_id", "key_version", "ciphertext")
 
 
 # -- documents --------------------------------------------------------------------------

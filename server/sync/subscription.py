@@ -96,7 +96,8 @@ class DocSubscription:
         """Send rows that follow the cursor. A device's own updates are not echoed: it
         holds them already, and its acks carry their seqs."""
         own, last = self.conn.device_id, rows[-1].seq
-        out = [r for r in rows if r.device_id != own]
+        mine = own.int if own is not None else -1  # ints compare in C; UUIDs call __eq__
+        out = [r for r in rows if r.device_id.int != mine]
         if len(out) == len(rows):
             # The same rows go to every reader of the document: encode them once per format.
             key = (self.doc_id, rows[0].seq, last, self.conn.codec.binary)
