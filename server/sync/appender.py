@@ -1,8 +1,13 @@
-"""Group commit for the update log: every push waiting when a transaction starts joins it,
-whatever its document (row locks taken in id order, then one statement that inserts the rows
-and raises the heads), and all are acknowledged together once it commits. A push sent again
-(its client update ids stored already) voids that transaction; the group then runs again
-with a lookup of the stored ids.
+"""Group commit for the update log: every push waiting when a group starts joins it,
+whatever its document, and all are acknowledged together once it commits.
+
+On Postgres a group of documents seen before is one statement, one round trip: it locks the
+documents in id order, inserts the rows after the heads it finds and raises them, and voids
+itself when it finds what needs more (``repository.PgLog.append_at_once``). Otherwise, and
+on SQLite, a group is a transaction: lock the documents (learning their owner and kind),
+insert the rows and raise the heads. A push sent again (its client update ids stored
+already) voids either; the group then runs again as a transaction that looks the stored ids
+up under its locks.
 
 Alone, a push commits at once; under load, one commit (and its fsync) serves hundreds. The
 hot path skips the ORM (asyncpg itself on Postgres, SQLAlchemy Core on SQLite): its unit of
@@ -63,7 +68,7 @@ class _Push:
 
 
 class Appender:
-    """One transaction at a time per replica. A second one in flight, on other documents,
+    """One group at a time per replica. A second one in flight, on other documents,
     made groups smaller and cost more CPU per push than it saved in waiting: one worker
     relayed 9,600 updates/s at a p99 under 10 ms where two managed 4,800
     (bench/relay_fanout.py), and appended 10-25 % more rows/s (bench/durable_append.py)."""
