@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.db.dialect import insert_or_ignore
-from server.db.engine import driver_of
+from server.db.engine import pooled_driver
 from server.db.models import Device, EmailCode, RefreshToken, User
 
 
@@ -92,24 +92,26 @@ async def add_device(session: AsyncSession, user_id: uuid.UUID, name: str, now: 
 
 
 async def device_state(
-    conn: AsyncConnection, user_id: uuid.UUID, device_id: uuid.UUID
+    engine: AsyncEngine, user_id: uuid.UUID, device_id: uuid.UUID
 ) -> tuple[datetime | None, datetime] | None:
     """(revoked_at, last_seen_at) of one of the user's devices, in one statement outside a
     transaction: every authenticated request asks (through the driver on Postgres)."""
-    if conn.dialect.name == "postgresql":
-        record = await (await driver_of(conn)).fetchrow(
-            "SELECT revoked_at, last_seen_at FROM devices WHERE id = $1 AND user_id = $2",
-            device_id,
-            user_id,
-        )
-        return None if record is None else (record[0], record[1])
-    row = (
-        await conn.execute(
-            select(Device.revoked_at, Device.last_seen_at).where(
-                Device.id == device_id, Device.user_id == user_id
+    if engine.dialect.name == "postgresql":
+        async with pooled_driver(engine) as driver:
+            record = await driver.fetchrow(
+                "SELECT revoked_at, last_seen_at FROM devices WHERE id = $1 AND user_id = $2",
+                device_id,
+                user_id,
             )
-        )
-    ).first()
+        return None if record is None else (record[0], record[1])
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(Device.revoked_at, Device.last_seen_at).where(
+                    Device.id == device_id, Device.user_id == user_id
+                )
+            )
+        ).first()
     return None if row is None else (row[0], row[1])
 
 

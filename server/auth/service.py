@@ -152,8 +152,7 @@ class AuthService:
     async def check_device(self, who: Principal) -> None:
         """Raise InvalidToken unless the device is still signed in; note that it was seen."""
         now = utcnow()
-        async with self.engine.connect() as conn:
-            state = await repo.device_state(conn, who.user_id, who.device_id)
+        state = await repo.device_state(self.engine, who.user_id, who.device_id)
         if state is None or state[0] is not None:
             raise InvalidToken()
         if now - state[1] > LAST_SEEN_RESOLUTION:

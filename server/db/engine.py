@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -13,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from server.config import Settings
 
@@ -84,3 +88,27 @@ async def driver_of(conn: AsyncConnection) -> Any:
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None  # noqa: S101 - a live connection always has its driver
     return driver
+
+
+@asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection, for the hot paths (Postgres only), without
+    SQLAlchemy's Connection around it: checking one out and in this way costs ~28 us of CPU,
+    through ``engine.connect()`` ~100 us (greenlet switches, events, transaction state),
+    as much as a round trip. A connection left mid-statement (cancelled, timed out, broken)
+    is thrown away, not pooled; one that reported an SQL error is fine and goes back."""
+    fairy = await engine.raw_connection()
+    driver = fairy.driver_connection
+    assert driver is not None  # noqa: S101 - a live connection always has its driver
+    try:
+        yield driver
+    except BaseException as exc:
+        if not isinstance(exc, Exception) or isinstance(
+            exc, OSError | TimeoutError | asyncpg.InterfaceError
+        ):
+            driver.terminate()
+            await greenlet_spawn(fairy.invalidate)
+        else:
+            fairy.close()
+        raise
+    fairy.close()  # no I/O: SQLAlchemy has no transaction of its own to roll back on it

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from server.db.dialect import insert_or_ignore
-from server.db.engine import driver_of
+from server.db.engine import driver_of, pooled_driver
 from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
 from server.sync.schemas import UpdateOut
 
@@ -185,10 +185,8 @@ async def group_transaction(engine: AsyncEngine) -> AsyncIterator[GroupLog]:
     statements for every group size, and none of the statement building that cost most of
     a push's server CPU (bench/durable_append.py with BENCH_PROFILE)."""
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as conn:
-            driver = await driver_of(conn)
-            async with driver.transaction():
-                yield PgLog(driver)
+        async with pooled_driver(engine) as driver, driver.transaction():
+            yield PgLog(driver)
     else:
         async with engine.begin() as conn:
             yield _CoreGroupLog(conn)
@@ -197,8 +195,8 @@ async def group_transaction(engine: AsyncEngine) -> AsyncIterator[GroupLog]:
 @asynccontextmanager
 async def statements(engine: AsyncEngine) -> AsyncIterator[PgLog]:
     """Postgres only: the group statements on one connection, each its own transaction."""
-    async with engine.connect() as conn:
-        yield PgLog(await driver_of(conn))
+    async with pooled_driver(engine) as driver:
+        yield PgLog(driver)
 
 
 def _locked(row: Sequence[Any]) -> LockedDoc:
@@ -457,10 +455,10 @@ class DocHead:
     snapshot_seq: int
 
 
-async def doc_head(conn: AsyncConnection, doc_id: uuid.UUID) -> DocHead | None:
+async def doc_head(driver: Any, doc_id: uuid.UUID) -> DocHead | None:
     """What a catch-up page needs of its document, through the driver (Postgres only). The
     caller applies ``writable_by``."""
-    record = await (await driver_of(conn)).fetchrow(
+    record = await driver.fetchrow(
         "SELECT owner_user_id, kind, head_seq, snapshot_seq FROM documents WHERE id = $1",
         doc_id,
     )
@@ -473,7 +471,7 @@ async def read_updates(
     """Updates after a seq, in order. On Postgres the catch-up hot path reads through the
     driver: SQLAlchemy's result processing cost 4x asyncpg's own fetch (bench/catchup.py)."""
     if session.get_bind().dialect.name == "postgresql":
-        return await read_rows(await session.connection(), doc_id, after, limit)
+        return await read_rows(await driver_of(await session.connection()), doc_id, after, limit)
     result = await session.execute(
         select(DocUpdate.seq, DocUpdate.device_id, DocUpdate.key_version, DocUpdate.ciphertext)
         .where(DocUpdate.doc_id == doc_id, DocUpdate.seq > after)
@@ -483,9 +481,8 @@ async def read_updates(
     return [Row(int(s), d, int(k), bytes(c)) for s, d, k, c in result]
 
 
-async def read_rows(conn: AsyncConnection, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
+async def read_rows(driver: Any, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
     """``read_updates`` through the driver (Postgres only)."""
-    driver = await driver_of(conn)
     # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
     return [Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)]
 
@@ -494,11 +491,11 @@ async def read_rows(conn: AsyncConnection, doc_id: uuid.UUID, after: int, limit:
 
 
 async def newest_snapshot(
-    conn: AsyncConnection, doc_id: uuid.UUID
+    driver: Any, doc_id: uuid.UUID
 ) -> tuple[int, int, bytes, uuid.UUID, datetime] | None:
     """(upto_seq, key_version, ciphertext, device_id, created_at) of the newest snapshot,
     through the driver (Postgres only)."""
-    record = await (await driver_of(conn)).fetchrow(
+    record = await driver.fetchrow(
         "SELECT upto_seq, key_version, ciphertext, device_id, created_at FROM doc_snapshots"
         " WHERE doc_id = $1 ORDER BY upto_seq DESC LIMIT 1",
         doc_id,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from server.auth.service import Principal
 from server.config import Settings
-from server.db.engine import session_factory
+from server.db.engine import pooled_driver, session_factory
 from server.db.models import DocSnapshot, Document, SettingRegister
 from server.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, ValidationFailed
 from server.kit.clock import utcnow
@@ -95,8 +95,8 @@ class SyncService:
         """NotFound unless ``who`` may read and write the document (one statement, outside a
         transaction, on Postgres: every subscribe asks)."""
         if self.engine.dialect.name == "postgresql":
-            async with self.engine.connect() as conn:
-                head = await repo.doc_head(conn, doc_id)
+            async with pooled_driver(self.engine) as driver:
+                head = await repo.doc_head(driver, doc_id)
             if head is None or not repo.writable_by(head, who.user_id):
                 raise NotFound("no such document")
             return
@@ -157,8 +157,8 @@ class SyncService:
         if self.engine.dialect.name == "postgresql":
             # Outside a transaction: the document, then its rows (two statements, not one
             # join that repeats the document on each of 5,000 rows: half the time).
-            async with self.engine.connect() as conn:
-                head = await repo.doc_head(conn, doc_id)
+            async with pooled_driver(self.engine) as driver:
+                head = await repo.doc_head(driver, doc_id)
                 if head is None or (
                     who is not None
                     and (not repo.writable_by(head, who.user_id) or head.kind not in kinds)
@@ -166,11 +166,11 @@ class SyncService:
                     raise NotFound("no such document")
                 snapshot = None
                 if kinds is LOG_KINDS and after < head.snapshot_seq:
-                    newest = await repo.newest_snapshot(conn, doc_id)
+                    newest = await repo.newest_snapshot(driver, doc_id)
                     if newest is not None and newest[0] > after:
                         snapshot = SnapshotOut(*newest)
                         after = snapshot.upto_seq
-                rows = await repo.read_rows(conn, doc_id, after, limit)
+                rows = await repo.read_rows(driver, doc_id, after, limit)
             # Rows that committed after the document was read are in the log: so is the head.
             last = rows[-1].seq if rows else 0
             return _bounded_page(snapshot, rows, after, max(head.head_seq, last))

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from server.app import create_app
+from server.db.engine import create_engine, pooled_driver
 from tests.conftest import app_client
 from tests.helpers import sign_in
 
@@ -36,3 +37,27 @@ async def test_requests_survive_postgres_dropping_every_connection(make_settings
         for _ in range(3):
             response = await client.get("/v1/me", headers=headers)
             assert response.status_code == 200, response.text
+
+
+@pytest.mark.backend("postgres")
+async def test_a_driver_connection_left_mid_statement_is_not_pooled(make_settings):
+    """The hot paths borrow the asyncpg connection itself. One that reported an SQL error
+    goes back to the pool; one cancelled mid-statement is thrown away, so that the next
+    borrower never meets its unfinished statement."""
+    engine = create_engine(make_settings())
+    try:
+        async with pooled_driver(engine) as driver:
+            first = driver
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with pooled_driver(engine) as driver:
+                await driver.fetchval("SELECT 1 / 0")
+        assert driver is first  # the same connection, back in the pool after the error
+        with pytest.raises(TimeoutError):
+            async with pooled_driver(engine) as driver:
+                async with asyncio.timeout(0.1):
+                    await driver.fetchval("SELECT pg_sleep(5)")
+        assert driver.is_closed()
+        async with pooled_driver(engine) as driver:
+            assert driver is not first and await driver.fetchval("SELECT 1") == 1
+    finally:
+        await engine.dispose()
