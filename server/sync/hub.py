@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
@@ -29,6 +30,11 @@ CHANNEL_PREFIX = "ssync:doc:"
 INLINE_LIMIT = 256 * 1024  # updates larger than this in total travel by database, not bell
 BELL_QUEUE = 10_000
 RING_BATCH = 256
+# Replicas that write one document commit in turns, and their bells cross: rows may come
+# past a gap that another replica's bell, on its way, fills. They wait this long for it
+# before every listener reads the gap from the database.
+GAP_WAIT = 0.05
+HELD_LIMIT = 10_000  # rows held past a gap; beyond, the listeners read at once
 
 Reader = Callable[[uuid.UUID, int, int], Awaitable[list[Row]]]
 Heads = Callable[[Sequence[uuid.UUID]], Awaitable[dict[uuid.UUID, int]]]
@@ -64,6 +70,22 @@ _decode = msgspec.msgpack.Decoder(Bell).decode
 _REPLICA = slice(3, 19)
 
 
+@dataclass(eq=False)
+class _Stream:
+    """What this replica has delivered of one document: every row up to ``delivered``, in
+    order; rows past a gap are ``held`` until it is filled or ``GAP_WAIT`` runs out."""
+
+    delivered: int = 0  # 0: nothing yet, the first rows heard set it
+    head: int = 0  # the highest head heard
+    held: dict[int, Row] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class FrameCache:
     """Encoded frames of recent deliveries, keyed by what determines their bytes (document,
     seq range, format): the log is immutable, so equal keys mean equal frames."""
@@ -90,6 +112,7 @@ class Hub:
         self._heads = heads
         self._sweep_interval = sweep_interval
         self._listeners: defaultdict[uuid.UUID, set[Listener]] = defaultdict(set)
+        self._streams: dict[uuid.UUID, _Stream] = {}
         self._subscriptions: dict[uuid.UUID, Subscription] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._bells: asyncio.Queue[tuple[uuid.UUID, Bell]] = asyncio.Queue(BELL_QUEUE)
@@ -117,6 +140,7 @@ class Hub:
 
     async def join(self, doc_id: uuid.UUID, listener: Listener) -> None:
         self._listeners[doc_id].add(listener)
+        self._streams.setdefault(doc_id, _Stream())
         if doc_id not in self._subscriptions:
             self._subscriptions[doc_id] = await self._broker.subscribe(
                 CHANNEL_PREFIX + str(doc_id), self._on_bell
@@ -129,6 +153,7 @@ class Hub:
         listeners.discard(listener)
         if not listeners:
             del self._listeners[doc_id]
+            self._streams.pop(doc_id, _Stream()).stop()
             sub = self._subscriptions.pop(doc_id, None)
             if sub is not None:
                 await sub.close()
@@ -138,7 +163,7 @@ class Hub:
 
         A failed publish is logged, never raised: the write is durable and acknowledged, and
         the other replicas find it on their next sweep."""
-        self._deliver(doc_id, head, rows)
+        self._arrive(doc_id, head, rows)
         inline = sum(len(r.ciphertext) for r in rows) <= INLINE_LIMIT
         bell = Bell(
             self.replica.bytes, doc_id.bytes, head, list(map(row_fields, rows)) if inline else None
@@ -194,7 +219,45 @@ class Hub:
         if bell.deleted:
             self._gone(doc_id)
             return
-        self._deliver(doc_id, bell.head, list(itertools.starmap(Row, bell.rows or ())))
+        self._arrive(doc_id, bell.head, list(itertools.starmap(Row, bell.rows or ())))
+
+    def _arrive(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
+        """New rows of a document, from a commit here or a bell: delivered in seq order,
+        once. Rows past a gap wait for the bell that fills it; a bell without rows (too
+        large to carry), a sweep, or a gap not filled in time sends every listener to the
+        database for what it lacks."""
+        stream = self._streams.get(doc_id)
+        if stream is None:
+            return
+        stream.head = max(stream.head, head)
+        if not rows:
+            self._read_gap(doc_id, stream)
+            return
+        if not stream.delivered:
+            stream.delivered = rows[0].seq - 1
+        for row in rows:
+            if row.seq > stream.delivered:
+                stream.held[row.seq] = row
+        run, held = [], stream.held
+        while stream.delivered + 1 in held:
+            stream.delivered += 1
+            run.append(held.pop(stream.delivered))
+        if run:
+            self._deliver(doc_id, stream.delivered, run)
+        if not held:
+            stream.stop()
+        elif len(held) > HELD_LIMIT:
+            self._read_gap(doc_id, stream)
+        elif stream.timer is None:
+            loop = asyncio.get_running_loop()
+            stream.timer = loop.call_later(GAP_WAIT, self._read_gap, doc_id, stream)
+
+    def _read_gap(self, doc_id: uuid.UUID, stream: _Stream) -> None:
+        stream.stop()
+        stream.head = max(stream.head, *stream.held, stream.delivered)
+        stream.held.clear()
+        stream.delivered = stream.head
+        self._deliver(doc_id, stream.head, ())
 
     def _deliver(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
         for listener in list(self._listeners.get(doc_id, ())):
@@ -216,7 +279,7 @@ class Hub:
             found = await self._heads(batch)
             for doc_id in batch:
                 if doc_id in found:
-                    self._deliver(doc_id, found[doc_id], ())
+                    self._arrive(doc_id, found[doc_id], ())
                 else:  # deleted while its bell was lost
                     self._gone(doc_id)
 
