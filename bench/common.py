@@ -590,10 +590,11 @@ def push_frame(doc: str, ref: int, client_update_id: str, ciphertext: bytes) -> 
 
 
 class Hocuspocus:
-    """The stock Hocuspocus server of bench/peer (npm install there first)."""
+    """The stock Hocuspocus server of bench/peer (npm install there first); with
+    ``redis_port``, one of several replicas joined by its stock Redis extension."""
 
-    def __init__(self, name: str = "hocuspocus") -> None:
-        self.name, self.port = name, free_port()
+    def __init__(self, name: str = "hocuspocus", redis_port: int | None = None) -> None:
+        self.name, self.port, self.redis_port = name, free_port(), redis_port
         self.proc: Proc | None = None
 
     @property
@@ -607,6 +608,8 @@ class Hocuspocus:
         if node is None:
             raise SystemExit("node is not installed")
         argv = [node, str(PEER / "hocuspocus_server.mjs"), str(self.port)]
+        if self.redis_port is not None:
+            argv.append(str(self.redis_port))
         self.proc = spawn(self.name, argv, dict(os.environ), stdin=True)
         wait_port(self.port, 20, self.proc)
         return self

@@ -14,8 +14,12 @@ its schedule, and the readers' p99 latency is at most --p99-ms. The best passing
 "sustained updates/s at p99 <= 10 ms". Then a closed-loop step (each writer keeps --window
 updates in flight) gives the peak rate at any latency.
 
+With --replicas N, each room's sockets are spread over N of our servers (one Postgres, one
+Redis) and over N Hocuspocus servers joined by their stock Redis extension.
+
     .venv/bin/python bench/relay_fanout.py            # ~1.5 min
     .venv/bin/python bench/relay_fanout.py --rooms 8 --readers 16 --step-seconds 10
+    .venv/bin/python bench/relay_fanout.py --replicas 2
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import httpx
 from common import (
     WS_OPTIONS,
     Hocuspocus,
+    RedisServer,
     ServerFrame,
     Stack,
     SyncClient,
@@ -236,23 +241,26 @@ class Target:
 
 
 async def setup_ours(args: argparse.Namespace, stack: Stack) -> Target:
-    server = stack.server("relay")
+    """One server, or with --replicas N, N of them sharing Postgres and Redis, each socket of
+    a room on the next one in turn (so a room's writers and readers are spread over them)."""
+    servers = [stack.server(f"relay{n}") for n in range(args.replicas)]
     harness = Harness()
     writers: list[Writer] = []
     readers: list[SyncClient] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=servers[0].url, timeout=30) as http:
 
         async def room(r: int) -> None:
             devices = await sign_in(
                 http, stack.mail, f"room{r}@bench.test", args.writers + args.readers
             )
             doc = await new_doc(http, devices[0].token)
-            for d in devices[: args.writers]:
-                sock = await SyncClient.open(server.ws_url, d.token)
+            urls = [servers[(r + n) % len(servers)].ws_url for n in range(len(devices))]
+            for d, url in zip(devices[: args.writers], urls, strict=False):
+                sock = await SyncClient.open(url, d.token)
                 await sock.subscribe(doc)
                 writers.append(OurWriter(harness, args.value_bytes, sock, doc))
-            for d in devices[args.writers :]:
-                sock = await SyncClient.open(server.ws_url, d.token)
+            for d, url in zip(devices[args.writers :], urls[args.writers :], strict=True):
+                sock = await SyncClient.open(url, d.token)
 
                 def deliver(frame: ServerFrame) -> None:
                     for u in frame.updates or ():
@@ -263,31 +271,42 @@ async def setup_ours(args: argparse.Namespace, stack: Stack) -> Target:
                 readers.append(sock)
 
         await asyncio.gather(*(room(r) for r in range(args.rooms)))
-    assert server.proc is not None and stack.redis.proc is not None
-    target = Target("session-sync", harness, writers, args.readers, [server.proc.pid])
+    pids = [server.proc.pid for server in servers if server.proc is not None]
+    assert stack.redis.proc is not None
+    name = "session-sync" if len(servers) == 1 else f"session-sync x{len(servers)}"
+    target = Target(name, harness, writers, args.readers, pids)
     target.db_name = stack.db_name
     target.pids.append(stack.redis.proc.pid)
     target.closers = [w.close for w in writers] + [r.close for r in readers]
     return target
 
 
-async def setup_peer(args: argparse.Namespace, hp: Hocuspocus) -> Target:
+async def setup_peer(
+    args: argparse.Namespace, peers: list[Hocuspocus], redis: RedisServer | None
+) -> Target:
+    """The same rooms on Hocuspocus, spread over its replicas as ours are over ours."""
     harness = Harness()
     writers: list[Writer] = []
     readers: list[HPSocket] = []
 
     async def room(r: int) -> None:
         doc = f"room-{r}"
-        for _ in range(args.writers):
-            writers.append(HPWriter(harness, args.value_bytes, await HPSocket.open(hp.ws_url, doc)))
-        for _ in range(args.readers):
-            sock = await HPSocket.open(hp.ws_url, doc)
+        urls = [peers[(r + n) % len(peers)].ws_url for n in range(args.writers + args.readers)]
+        for url in urls[: args.writers]:
+            writers.append(HPWriter(harness, args.value_bytes, await HPSocket.open(url, doc)))
+        for url in urls[args.writers :]:
+            sock = await HPSocket.open(url, doc)
             sock.on_update = harness.received
             readers.append(sock)
 
     await asyncio.gather(*(room(r) for r in range(args.rooms)))
-    assert hp.proc is not None
-    target = Target(f"Hocuspocus {hp_version()}", harness, writers, args.readers, [hp.proc.pid])
+    pids = [hp.proc.pid for hp in peers if hp.proc is not None]
+    if redis is not None and redis.proc is not None:
+        pids.append(redis.proc.pid)
+    name = f"Hocuspocus {hp_version()}"
+    if len(peers) > 1:
+        name += f" x{len(peers)} + Redis extension"
+    target = Target(name, harness, writers, args.readers, pids)
     target.closers = [w.close for w in writers] + [r.close for r in readers]
     return target
 
@@ -530,9 +549,14 @@ async def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             for close in target.closers:
                 await close()
     if args.only in (None, "peer"):
-        hp = Hocuspocus().start()
+        # Several Hocuspocus replicas share a private Redis through their Redis extension.
+        redis = RedisServer("relay-peer").start() if args.replicas > 1 else None
+        port = redis.port if redis is not None else None
+        peers = [Hocuspocus(f"hocuspocus{n}", port) for n in range(args.replicas)]
         try:
-            target = await setup_peer(args, hp)
+            for hp in peers:
+                hp.start()
+            target = await setup_peer(args, peers, redis)
             print(
                 f"{target.name}: {len(target.writers)} writers, {args.rooms * args.readers} readers"
             )
@@ -540,7 +564,10 @@ async def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             for close in target.closers:
                 await close()
         finally:
-            hp.stop()
+            for hp in peers:
+                hp.stop()
+            if redis is not None:
+                redis.stop()
     return results
 
 
@@ -559,6 +586,9 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=2, help="bisection steps after the first fail")
     ap.add_argument("--p99-ms", type=float, default=10.0)
     ap.add_argument("--window", type=int, default=4, help="in flight per writer, closed loop")
+    ap.add_argument(
+        "--replicas", type=int, default=1, help="our servers, each room spread over them"
+    )
     ap.add_argument("--only", choices=["ours", "peer"])
     ap.add_argument("--budget", type=float, default=170, help="seconds before it stops itself")
     args = ap.parse_args()
