@@ -206,6 +206,15 @@ def _locked(row: Sequence[Any]) -> LockedDoc:
     )
 
 
+_ROW_COLUMNS = ("doc_id", "seq", "client_update_id", "device_id", "key_version", "ciphertext")
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The rows as one array per column, for ``unnest``: the same prepared statement for
+    every number of rows."""
+    return [[r[name] for r in rows] for name in _ROW_COLUMNS]
+
+
 class PgLog:
     def __init__(self, driver: Any) -> None:
         self.driver = driver
@@ -252,17 +261,7 @@ class PgLog:
             " FROM unnest($8::uuid[], $9::bigint[], $10::bigint[], $11::bigint[])"
             " AS v(id, head, bytes, count) WHERE d.id = v.id"
             " RETURNING (SELECT count(*) FROM appended)",
-            *(
-                [r[name] for r in rows]
-                for name in (
-                    "doc_id",
-                    "seq",
-                    "client_update_id",
-                    "device_id",
-                    "key_version",
-                    "ciphertext",
-                )
-            ),
+            *_columns(rows),
             rows[0]["created_at"],
             [doc.id for doc in docs],
             [doc.head_seq for doc in docs],
@@ -319,17 +318,7 @@ class PgLog:
                 [doc.id for doc in docs],
                 [doc.head_seq - doc.start_seq for doc in docs],
                 [doc.added_bytes for doc in docs],
-                *(
-                    [r[name] for r in rows]
-                    for name in (
-                        "doc_id",
-                        "seq",
-                        "client_update_id",
-                        "device_id",
-                        "key_version",
-                        "ciphertext",
-                    )
-                ),
+                *_columns(rows),
                 now,
                 list(owners),
                 list(owners.values()),
