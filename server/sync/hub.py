@@ -2,9 +2,11 @@
 that tell every replica a document has a new head.
 
 A bell carries the document id, the new head and, when small, the new updates themselves, so
-that other replicas can deliver without reading the database. It is only ever a hint: each
-subscription tracks its own cursor and reads from the database whatever a bell did not bring
-(a gap, a lost bell, a Redis restart). Postgres is the truth; Redis is the bell.
+that other replicas can deliver without reading the database. The hub hands its listeners
+each document's rows in seq order, holding rows that came past a gap for the bell that fills
+it (``GAP_WAIT``). A bell is only ever a hint: each subscription tracks its own cursor and
+reads from the database whatever the bells did not bring (a gap not filled in time, a lost
+bell, a Redis restart). Postgres is the truth; Redis is the bell.
 """
 
 from __future__ import annotations
