@@ -255,7 +255,7 @@ async def setup_ours(args: argparse.Namespace, stack: Stack) -> Target:
             )
             doc = await new_doc(http, devices[0].token)
             urls = [servers[(r + n) % len(servers)].ws_url for n in range(len(devices))]
-            for d, url in zip(devices[: args.writers], urls, strict=False):
+            for d, url in zip(devices[: args.writers], urls[: args.writers], strict=True):
                 sock = await SyncClient.open(url, d.token)
                 await sock.subscribe(doc)
                 writers.append(OurWriter(harness, args.value_bytes, sock, doc))
