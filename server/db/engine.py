@@ -10,7 +10,6 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -79,15 +78,6 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def driver_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under a SQLAlchemy one, for the hot paths that skip SQLAlchemy
-    (Postgres only): its prepared statements and C decoding cost a fraction of a Core or ORM
-    statement's Python work."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None  # noqa: S101 - a live connection always has its driver
-    return driver
 
 
 @asynccontextmanager

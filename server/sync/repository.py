@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from server.db.dialect import insert_or_ignore
-from server.db.engine import driver_of, pooled_driver
+from server.db.engine import pooled_driver
 from server.db.models import DocSnapshot, Document, DocUpdate, SettingRegister
 from server.sync.schemas import UpdateOut
 
@@ -457,10 +457,7 @@ async def doc_head(driver: Any, doc_id: uuid.UUID) -> DocHead | None:
 async def read_updates(
     session: AsyncSession, doc_id: uuid.UUID, after: int, limit: int
 ) -> list[Row]:
-    """Updates after a seq, in order. On Postgres the catch-up hot path reads through the
-    driver: SQLAlchemy's result processing cost 4x asyncpg's own fetch (bench/catchup.py)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return await read_rows(await driver_of(await session.connection()), doc_id, after, limit)
+    """Updates after a seq, in order (SQLite; Postgres reads them with ``read_rows``)."""
     result = await session.execute(
         select(DocUpdate.seq, DocUpdate.device_id, DocUpdate.key_version, DocUpdate.ciphertext)
         .where(DocUpdate.doc_id == doc_id, DocUpdate.seq > after)
@@ -471,7 +468,8 @@ async def read_updates(
 
 
 async def read_rows(driver: Any, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
-    """``read_updates`` through the driver (Postgres only)."""
+    """``read_updates`` through the driver (Postgres only): SQLAlchemy's result processing
+    cost 4x asyncpg's own fetch (bench/catchup.py)."""
     # asyncpg's UUIDs subclass uuid.UUID: equal, hashable, and encoded by msgspec as is.
     return [Row(s, d, k, c) for s, d, k, c in await driver.fetch(_READ_PG, doc_id, after, limit)]
 

@@ -197,6 +197,10 @@ class SyncService:
         return _bounded_page(snapshot, rows, after, doc.head_seq)
 
     async def read_log(self, doc_id: uuid.UUID, after: int, limit: int) -> list[Row]:
+        """Rows after ``after``, for a subscription that was authorized already."""
+        if self.engine.dialect.name == "postgresql":
+            async with pooled_driver(self.engine) as driver:
+                return await repo.read_rows(driver, doc_id, after, limit)
         async with self.db.begin() as session:
             return await repo.read_updates(session, doc_id, after, limit)
 
