@@ -31,7 +31,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from common import (
     ServerFrame,
     Stack,
     SyncClient,
+    collector_paused,
     command_line,
     install_guards,
     machine,
@@ -462,6 +463,12 @@ async def drain(target: Target, acked: int, delivered: int, within: float) -> bo
     return False
 
 
+async def measured(step: Awaitable[Step]) -> Step:
+    """A step with the generator's collector paused (collected before the step starts)."""
+    with collector_paused():
+        return await step
+
+
 async def search(target: Target, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """Double the rate while steps pass, then bisect; the best passing step, and the peak."""
     steps: list[Step] = []
@@ -472,7 +479,7 @@ async def search(target: Target, args: argparse.Namespace, deadline: float) -> d
     while args.min_rate <= rate <= args.max_rate and time.monotonic() < deadline:
         if steps and not steps[-1].drained and not await drain_more(target, args):
             break
-        step = await open_loop(target, args, rate)
+        step = await measured(open_loop(target, args, rate))
         steps.append(step)
         report(target.name, step)
         if step.ok:
@@ -489,7 +496,7 @@ async def search(target: Target, args: argparse.Namespace, deadline: float) -> d
             break
         if not steps[-1].drained and not await drain_more(target, args):
             break
-        step = await open_loop(target, args, round((passed.rate + failed.rate) / 2))
+        step = await measured(open_loop(target, args, round((passed.rate + failed.rate) / 2)))
         steps.append(step)
         report(target.name, step)
         if step.ok:
@@ -498,7 +505,7 @@ async def search(target: Target, args: argparse.Namespace, deadline: float) -> d
             failed = step
     peak = None
     if time.monotonic() < deadline and (steps[-1].drained or await drain_more(target, args)):
-        peak = await closed_loop(target, args)
+        peak = await measured(closed_loop(target, args))
         steps.append(peak)
         report(target.name, peak)
     return {
