@@ -174,7 +174,7 @@ def spawn(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         preexec_fn=_child_setup,
-        cwd=ROOT,
+        cwd=cwd,
     )
     proc = Proc(name, popen, log)
     _children.append(proc)
