@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -46,6 +48,28 @@ _SENDABLE = {*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)}
 
 # Connection phases.
 _REQUEST, _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(5)
+
+
+# The sockets holding writes made inside ``corked()``, in the task that entered it.
+_held: ContextVar[list[WebSocketProtocol] | None] = ContextVar("websocket_held", default=None)
+
+
+@contextlib.contextmanager
+def corked() -> Iterator[None]:
+    """Hold what this task writes to any socket until the block ends, then send each
+    socket's in one system call: a writer's acks and the updates committed in the same
+    group are one segment instead of one each. The block must not wait on anything."""
+    if _held.get() is not None:
+        yield
+        return
+    held: list[WebSocketProtocol] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+        for protocol in held:
+            protocol._flush()
 
 
 class _ProtocolError(Exception):
@@ -102,6 +126,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_inbox",
         "_loop",
         "_max_size",
+        "_out",
         "_phase",
         "_read_paused",
         "_root_path",
@@ -136,6 +161,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._inbox: list[dict[str, Any]] = []
         self._waiter: asyncio.Future[None] | None = None  # the app waiting in receive()
         self._drain: asyncio.Future[None] | None = None  # set while writing is paused
+        self._out: list[bytes] | None = None  # held by corked(), not yet sent
         self._read_paused = False
         self._gone = False  # websocket.disconnect has been queued for the app
         self._frag_op = 0  # opcode of a fragmented message in progress
@@ -424,8 +450,9 @@ class WebSocketProtocol(asyncio.Protocol):
             raise RuntimeError(f"expected websocket.send or websocket.close, got {kind}")
 
     def send_now(self, data: bytes | str) -> bool:
-        """Write a message at once, without the ASGI event and coroutine; False when the
-        socket is not open or its writing is paused (then use ``send``, which waits)."""
+        """Write a message at once (inside ``corked()``, at its end), without the ASGI event
+        and coroutine; False when the socket is not open or its writing is paused (then use
+        ``send``, which waits)."""
         if self._phase != _OPEN or self._drain is not None:
             return False
         if isinstance(data, bytes):
@@ -491,11 +518,27 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
+        held = _held.get()
+        if self._out is not None:
+            self._out.append(data)
+            if held is None:  # written outside the block that holds the rest: all go now
+                self._flush()
+        elif held is not None:
+            self._out = [data]
+            held.append(self)
+        else:
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.write(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _close_transport(self) -> None:
+        self._flush()
         if self._transport is not None:
             self._transport.close()
 

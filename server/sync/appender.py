@@ -20,7 +20,7 @@ import asyncio
 import collections
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from server.auth.service import Principal
 from server.config import Settings
 from server.errors import NotFound, PayloadTooLarge
 from server.kit.clock import utcnow
+from server.kit.websocket import corked
 from server.sync import repository as repo
 from server.sync.hub import Hub
 from server.sync.repository import LockedDoc, Row
@@ -57,6 +58,9 @@ class Appended:
     rows: list[Row]  # only those stored by this push
 
 
+Then = Callable[[Appended | BaseException], None]
+
+
 @dataclass(eq=False)
 class _Push:
     who: Principal
@@ -68,6 +72,7 @@ class _Push:
     )
     rows: list[Row] = field(default_factory=list)
     fresh: list[dict[str, Any]] = field(default_factory=list)  # the rows to insert
+    then: Then | None = None  # called with the outcome as soon as the group has committed
 
 
 class Appender:
@@ -86,11 +91,18 @@ class Appender:
         self._at_once = engine is not None and engine.dialect.name == "postgresql"
 
     def submit(
-        self, who: Principal, doc_id: uuid.UUID, updates: Sequence[UpdateIn], kinds: frozenset[str]
+        self,
+        who: Principal,
+        doc_id: uuid.UUID,
+        updates: Sequence[UpdateIn],
+        kinds: frozenset[str],
+        then: Then | None = None,
     ) -> asyncio.Future[Appended]:
-        """Queue a push behind every push queued before it, without waiting: the future
-        resolves once its group has committed."""
-        push = _Push(who, doc_id, updates, kinds)
+        """Queue a push behind every push queued before it, without waiting. Once its group
+        has committed, ``then`` is called with the outcome, in the group's answer (so that
+        a websocket's ack leaves with the group's deliveries); without ``then``, the future
+        resolves."""
+        push = _Push(who, doc_id, updates, kinds, then=then)
         self._waiting.append(push)
         # Alone, a push commits at once; under load, the next group grows while one commits.
         if self._worker is None or self._worker.done():
@@ -132,18 +144,30 @@ class Appender:
         outcomes: list[Outcome],
         heads: dict[uuid.UUID, int],
     ) -> None:
-        for push, outcome in zip(group, outcomes, strict=True):
-            if push.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                push.future.set_exception(outcome)
-            else:
-                push.future.set_result(Appended(outcome, push.rows))
-        stored: dict[uuid.UUID, list[Row]] = {}
-        for push in group:  # one pass: a group may span hundreds of documents
-            stored.setdefault(push.doc_id, []).extend(push.rows)
-        for doc_id, head in heads.items():
-            await self.hub.committed(doc_id, head, stored[doc_id])
+        # A group's deliveries and acks leave together: one write per socket, not one each.
+        with corked():
+            stored: dict[uuid.UUID, list[Row]] = {}
+            for push in group:  # one pass: a group may span hundreds of documents
+                stored.setdefault(push.doc_id, []).extend(push.rows)
+            for doc_id, head in heads.items():
+                self.hub.committed(doc_id, head, stored[doc_id])
+            for push, outcome in zip(group, outcomes, strict=True):
+                result: Appended | BaseException
+                if isinstance(outcome, BaseException):
+                    result = outcome
+                else:
+                    result = Appended(outcome, push.rows)
+                if push.then is not None:
+                    try:
+                        push.then(result)
+                    except Exception:
+                        log.exception("push callback failed")
+                elif push.future.done():
+                    pass  # its waiter went away
+                elif isinstance(result, BaseException):
+                    push.future.set_exception(result)
+                else:
+                    push.future.set_result(result)
 
     async def _statement(self, group: list[_Push]) -> tuple[list[Outcome], dict[uuid.UUID, int]]:
         """The group in one statement (Postgres, every document known): decided first with

@@ -278,28 +278,28 @@ class Connection:
         document come in push order; at most MAX_IN_FLIGHT pushes wait, then reading waits."""
         assert self.principal is not None  # noqa: S101 - set before the read loop starts
         try:
-            pending = self.sync.submit(self.principal, frame.doc, frame.updates)
+            then = functools.partial(self._pushed, frame)
+            self.sync.submit(self.principal, frame.doc, frame.updates, then=then)
         except AppError as exc:
             self._refuse(frame, exc)
             return
         self._in_flight += 1
-        pending.add_done_callback(functools.partial(self._pushed, frame))
         if self._in_flight >= MAX_IN_FLIGHT:
             self._room = asyncio.get_running_loop().create_future()
             await self._room
 
-    def _pushed(self, frame: p.Push, pending: asyncio.Future[Appended]) -> None:
+    def _pushed(self, frame: p.Push, result: Appended | BaseException) -> None:
+        """The push's group committed (called within the group's answer, see Appender)."""
         self._in_flight -= 1
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
-        exc = pending.exception()
-        if isinstance(exc, AppError):
-            self._refuse(frame, exc)
-        elif exc is not None:
-            log.error("push failed", exc_info=exc)
+        if isinstance(result, AppError):
+            self._refuse(frame, result)
+        elif isinstance(result, BaseException):
+            log.error("push failed", exc_info=result)
             self.kill(p.CloseCode.INTERNAL_ERROR, "internal error")
         else:
-            out = pending.result().out
+            out = result.out
             self.send(p.Ack(frame.doc, frame.ref, out.seqs, out.head))
             if out.snapshot_requested:
                 self.send(p.SnapshotRequest(frame.doc, out.head, self.settings.snapshot_lease))

@@ -160,7 +160,7 @@ class Hub:
             if sub is not None:
                 await sub.close()
 
-    async def committed(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
+    def committed(self, doc_id: uuid.UUID, head: int, rows: Sequence[Row]) -> None:
         """After a commit: deliver to local listeners, then ring the other replicas.
 
         A failed publish is logged, never raised: the write is durable and acknowledged, and
@@ -170,19 +170,19 @@ class Hub:
         bell = Bell(
             self.replica.bytes, doc_id.bytes, head, list(map(row_fields, rows)) if inline else None
         )
-        await self._ring(doc_id, bell)
+        self._ring(doc_id, bell)
 
     async def deleted(self, doc_id: uuid.UUID) -> None:
         self._gone(doc_id)
-        await self._ring(doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, deleted=True))
+        self._ring(doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, deleted=True))
 
     async def presence(self, doc_id: uuid.UUID, device: uuid.UUID, data: bytes) -> None:
         self._presence(doc_id, device, data)
-        await self._ring(
+        self._ring(
             doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, presence=(device.bytes, data))
         )
 
-    async def _ring(self, doc_id: uuid.UUID, bell: Bell) -> None:
+    def _ring(self, doc_id: uuid.UUID, bell: Bell) -> None:
         """Queue the bell: a write is acknowledged without waiting on Redis."""
         try:
             self._bells.put_nowait((doc_id, bell))

@@ -20,7 +20,7 @@ from server.errors import Conflict, NotFound, PayloadTooLarge, RateLimited, Vali
 from server.kit.clock import utcnow
 from server.kit.ratelimit import TokenBuckets
 from server.sync import repository as repo
-from server.sync.appender import LOG_KINDS, Appended, Appender, QuotaExceeded
+from server.sync.appender import LOG_KINDS, Appended, Appender, QuotaExceeded, Then
 from server.sync.hub import Hub
 from server.sync.repository import Row
 from server.sync.schemas import (
@@ -122,14 +122,16 @@ class SyncService:
         doc_id: uuid.UUID,
         updates: Sequence[UpdateIn],
         kinds: frozenset[str] = LOG_KINDS,
+        then: Then | None = None,
     ) -> asyncio.Future[Appended]:
         """Check a batch and queue it without waiting (a websocket keeps reading while its
-        pushes commit); the future resolves after the commit, in the order of submission."""
+        pushes commit); after the commit, in the order of submission, ``then`` is called
+        with the outcome or, without it, the future resolves."""
         self._check_batch(updates, kinds)
         wait = self._push_buckets.take(str(who.device_id), len(updates))
         if wait:
             raise RateLimited(int(wait) + 1, "this device is pushing too fast")
-        return self.appender.submit(who, doc_id, updates, kinds)
+        return self.appender.submit(who, doc_id, updates, kinds, then)
 
     def _check_batch(self, updates: Sequence[UpdateIn], kinds: frozenset[str]) -> None:
         limit = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from server.broker.memory import MemoryBroker
 from server.sync import hub as hub_module
@@ -36,7 +36,7 @@ async def test_a_bell_carries_the_rows_to_other_replicas_and_not_back():
     await here.join(doc, mine)
     await there.join(doc, theirs)
     rows = [Row(7, uuid.uuid4(), 2, b"\x00ct"), Row(8, uuid.uuid4(), 2, b"")]
-    await here.committed(doc, 8, rows)
+    here.committed(doc, 8, rows)
     for _ in range(10):  # the bell goes out from the ringer task
         await asyncio.sleep(0)
     assert mine.offers == [(8, rows)]  # delivered here once: its own bell is dropped
@@ -60,28 +60,33 @@ async def test_rows_past_a_gap_wait_for_the_bell_that_fills_it(monkeypatch):
     rows = {seq: Row(seq, device, 1, bytes([seq])) for seq in range(1, 30)}
     heard = Heard()
     await here.join(doc, heard)
-    await _rung(one.committed(doc, 9, [rows[9]]))
-    await _rung(two.committed(doc, 14, [rows[13], rows[14]]))  # 10-12 are on their way
+    one.committed(doc, 9, [rows[9]])
+    await _rung()
+    two.committed(doc, 14, [rows[13], rows[14]])  # 10-12 are on their way
+    await _rung()
     assert heard.offers == [(9, [rows[9]])]
-    await _rung(one.committed(doc, 12, [rows[10], rows[11], rows[12]]))
+    one.committed(doc, 12, [rows[10], rows[11], rows[12]])
+    await _rung()
     assert heard.offers[1:] == [(14, [rows[s] for s in range(10, 15)])]
-    await _rung(one.committed(doc, 12, [rows[12]]))  # heard again (a sweep, a resend): once
+    one.committed(doc, 12, [rows[12]])  # heard again (a sweep, a resend): once
+    await _rung()
     assert len(heard.offers) == 2
     # A gap that no bell fills (one lost in a Redis restart): after GAP_WAIT the listeners
     # are told the head with no rows, and read what they lack from the database.
     monkeypatch.setattr(hub_module, "GAP_WAIT", 0.01)
-    await _rung(two.committed(doc, 21, [rows[20], rows[21]]))
+    two.committed(doc, 21, [rows[20], rows[21]])
+    await _rung()
     assert len(heard.offers) == 2
     await asyncio.sleep(0.05)
     assert heard.offers[2:] == [(21, [])]
-    await _rung(one.committed(doc, 22, [rows[22]]))  # and then on as before
+    one.committed(doc, 22, [rows[22]])  # and then on as before
+    await _rung()
     assert heard.offers[3:] == [(22, [rows[22]])]
     for hub in (here, one, two):
         await hub.close()
 
 
-async def _rung(committed: Awaitable[None]) -> None:
-    """Commit, then let the bell travel (the ringer task publishes it)."""
-    await committed
+async def _rung() -> None:
+    """Let the bell of a commit travel (the ringer task publishes it)."""
     for _ in range(10):
         await asyncio.sleep(0)

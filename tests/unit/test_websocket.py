@@ -16,7 +16,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from server.kit.websocket import WebSocketProtocol
+from server.kit.websocket import WebSocketProtocol, corked
 from tests import services
 from tests.conftest import serving
 
@@ -29,6 +29,7 @@ class EchoApp:
         self.received: list[Any] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.writes: list[bytes] = []  # what a burst asked the transport to write
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "websocket"
@@ -38,6 +39,9 @@ class EchoApp:
             return
         if scope["path"] == "/crash":
             raise RuntimeError("the app failed before accepting")
+        if scope["path"] == "/burst":
+            await self.burst(receive, send)
+            return
         offered = scope["subprotocols"]
         await send(
             {
@@ -60,6 +64,27 @@ class EchoApp:
                 await send({"type": "websocket.send", "text": message})
             else:
                 await send({"type": "websocket.send", "bytes": message})
+
+    async def burst(self, receive: Any, send: Any) -> None:
+        """On a message: three messages held by ``corked()``, one more after it, and then,
+        inside another block, a message and the close."""
+        await send({"type": "websocket.accept"})
+        await receive()
+        protocol = send.__self__
+        write = protocol._transport.write
+
+        def recorded(data: bytes) -> None:
+            self.writes.append(data)
+            write(data)
+
+        protocol._transport.write = recorded
+        with corked():
+            assert all(protocol.send_now(m) for m in (b"1", b"2", "3"))
+            assert self.writes == []
+        assert protocol.send_now(b"4")
+        with corked():
+            assert protocol.send_now(b"5")
+            await send({"type": "websocket.close", "code": 4002})
 
 
 @pytest.fixture
@@ -203,6 +228,18 @@ async def test_messages_sent_while_the_app_is_busy_all_arrive_in_order(served: A
         assert app.received == []
         app.gate.set()
         assert [await ws.recv() for _ in range(200)] == [f"m{i}" for i in range(200)]
+
+
+async def test_writes_held_by_corked_leave_in_one_write_in_order(served: Any) -> None:
+    app, port, _ = served
+    raw, _ = await Raw.open(port, path="/burst")
+    raw.send(client_frame(0x2, b"go"))
+    frames = [await raw.frame() for _ in range(5)]
+    assert frames == [(0x2, b"1"), (0x2, b"2"), (0x1, b"3"), (0x2, b"4"), (0x2, b"5")]
+    opcode, payload = await raw.frame()
+    assert (opcode, payload[:2]) == (0x8, struct.pack("!H", 4002))
+    assert len(app.writes) == 3  # 1-3 together, 4 alone, then 5 with the close
+    assert app.writes[2].endswith(payload)
 
 
 async def test_shutdown_closes_open_sockets_with_1012(served: Any) -> None:
