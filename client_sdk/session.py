@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,7 +15,7 @@ import pycrdt
 
 from client_sdk import crypto
 from client_sdk.canvas import Canvas
-from client_sdk.client import AsyncClient
+from client_sdk.client import AsyncClient, Page
 from client_sdk.crypto import AccountKeys, KdfParams, Kind
 from client_sdk.errors import Conflict, DecryptError, NotSignedIn
 from client_sdk.store import LocalStore, Pending
@@ -241,27 +242,35 @@ class CanvasSync:
 
     # -- in -----------------------------------------------------------------------------
 
-    async def pull(self, progress: Progress | None = None) -> int:
-        """Catch up from the last applied seq; returns the new head."""
+    async def pull(self, progress: Progress | None = None, page_size: int = 5000) -> int:
+        """Catch up from the last applied seq; returns the new head. Pages come in the
+        compact form, and the next one is asked for before this one is opened."""
+        page = await self.client.pull_page(self.doc_id, self.applied_seq, page_size)
         while True:
-            page = await self.client.pull(self.doc_id, self.applied_seq)
-            updates = self._open_page(page)
-            last = page["updates"][-1]["seq"] if page["updates"] else self.applied_seq
-            if page.get("snapshot"):
-                last = max(last, page["snapshot"]["upto_seq"])
-            self.apply(updates, last)
+            ahead = None
+            if page.has_more:
+                ahead = asyncio.ensure_future(
+                    self.client.pull_page(self.doc_id, page.last, page_size)
+                )
+            try:
+                self.apply(self._open_page(page), page.last)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
             if progress:
-                progress(self.applied_seq, page["head"])
-            if not page["has_more"]:
-                return int(page["head"])
+                progress(self.applied_seq, page.head)
+            if ahead is None:
+                return page.head
+            page = await ahead
 
-    def _open_page(self, page: dict[str, Any]) -> list[bytes]:
+    def _open_page(self, page: Page) -> list[bytes]:
         """Open every ciphertext of a page, or raise DecryptError having applied nothing."""
         opened = []
-        if snap := page.get("snapshot"):
-            opened.append(self.open(snap["ciphertext"], Kind.SNAPSHOT, snap["key_version"]))
-        for update in page["updates"]:
-            opened.append(self.open(update["ciphertext"], Kind.UPDATE, update["key_version"]))
+        if snap := page.snapshot:
+            opened.append(self.open(snap.ciphertext, Kind.SNAPSHOT, snap.key_version))
+        for row in page.rows:
+            opened.append(self.open(row.ciphertext, Kind.UPDATE, row.key_version))
         return opened
 
     def open(self, ciphertext: bytes, kind: Kind, key_version: int) -> bytes:

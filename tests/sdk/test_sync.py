@@ -223,3 +223,29 @@ async def test_the_sdk_writes_a_snapshot_when_the_server_asks(make_settings, smt
         assert page["snapshot"]["upto_seq"] == 3 and [u["seq"] for u in page["updates"]] == [4]
         session.close()
         await client.aclose()
+
+
+async def test_a_device_catches_up_page_by_page_from_a_snapshot(device):
+    """The pull reads compact pages and asks for the next one before it opens this one: a
+    snapshot and updates spread over several pages reach the same canvas, in order."""
+    email = new_email()
+    client, laptop, code = await device(email, "laptop")
+    board = await laptop.new_canvas()
+    for n in range(4):
+        board.canvas.add_agent(f"early{n}")
+        await board.sync()
+    assert await board.snapshot()
+    covered = (await client.get_doc(board.doc_id))["snapshot_seq"]
+    for n in range(7):
+        board.canvas.add_agent(f"late{n}")
+        await board.sync()
+    head = (await client.get_doc(board.doc_id))["head"]
+
+    _, desktop, _ = await device(email, "desktop", recovery_code=code)
+    mirror = desktop.canvas(board.doc_id)
+    seen: list[tuple[int, int]] = []
+    assert await mirror.pull(lambda applied, at: seen.append((applied, at)), page_size=2) == head
+    assert mirror.canvas.to_json() == board.canvas.to_json()
+    applied = [a for a, _ in seen]
+    assert len(seen) >= 4 and applied == sorted(set(applied))  # several pages, each further
+    assert applied[0] >= covered + 1 and seen[-1] == (head, head)
