@@ -254,12 +254,12 @@ class CanvasSync:
                 )
             try:
                 self.apply(self._open_page(page), page.last)
+                if progress:
+                    progress(self.applied_seq, page.head)
             except BaseException:
                 if ahead is not None:
                     ahead.cancel()
                 raise
-            if progress:
-                progress(self.applied_seq, page.head)
             if ahead is None:
                 return page.head
             page = await ahead
