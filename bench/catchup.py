@@ -52,6 +52,8 @@ from common import (
     write_result,
 )
 
+from client_sdk.client import COMPACT, Page
+
 PAGE = 5000  # the server's largest page (MAX_PAGE)
 PATHS = [  # how a device catches up; the REST ones name their form (FORMS) second
     "REST JSON",
@@ -83,33 +85,10 @@ class UpdatePage(msgspec.Struct):
     has_more: bool
 
 
-class CompactRow(msgspec.Struct, array_like=True, gc=False):
-    seq: int
-    device_id: bytes  # 16 bytes
-    key_version: int
-    ciphertext: bytes
-
-
-class CompactSnapshot(msgspec.Struct, array_like=True):
-    upto_seq: int
-    key_version: int
-    ciphertext: bytes
-    device_id: bytes
-    created_at: datetime
-
-
-class CompactPage(msgspec.Struct, array_like=True):
-    head: int
-    has_more: bool
-    snapshot: CompactSnapshot | None
-    updates: list[CompactRow]
-
-
-COMPACT = "application/vnd.session-sync.compact+msgpack"
 FORMS: dict[str, tuple[dict[str, str], Callable[[bytes], Any]]] = {
     "JSON": ({}, msgspec.json.Decoder(UpdatePage).decode),
     "msgpack": ({"accept": "application/msgpack"}, msgspec.msgpack.Decoder(UpdatePage).decode),
-    "compact": ({"accept": COMPACT}, msgspec.msgpack.Decoder(CompactPage).decode),
+    "compact": ({"accept": COMPACT}, msgspec.msgpack.Decoder(Page).decode),
 }
 
 

@@ -50,12 +50,12 @@ class Page(msgspec.Struct, array_like=True, gc=False):
     head: int
     has_more: bool
     snapshot: PageSnapshot | None
-    rows: list[PageRow]
+    updates: list[PageRow]  # `rows` in the spec; named as in the map form
 
     @property
     def last(self) -> int:
         """The seq this page brings the reader up to (where the next page starts)."""
-        seq = self.rows[-1].seq if self.rows else 0
+        seq = self.updates[-1].seq if self.updates else 0
         return max(seq, self.snapshot.upto_seq if self.snapshot else 0)
 
 
@@ -256,20 +256,9 @@ class AsyncClient:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        packed: Any = None,
-        params: dict[str, Any] | None = None,
-        auth: bool = True,
-    ) -> dict[str, Any]:
-        """One request, msgpack both ways where possible; the answer as an object."""
-        return _decode(
-            await self._request(method, path, json=json, packed=packed, params=params, auth=auth)
-        )
+    async def _call(self, method: str, path: str, **options: Any) -> dict[str, Any]:
+        """``_request``, its answer decoded as an object."""
+        return _decode(await self._request(method, path, **options))
 
     async def _request(
         self,

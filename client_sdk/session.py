@@ -269,7 +269,7 @@ class CanvasSync:
         opened = []
         if snap := page.snapshot:
             opened.append(self.open(snap.ciphertext, Kind.SNAPSHOT, snap.key_version))
-        for row in page.rows:
+        for row in page.updates:
             opened.append(self.open(row.ciphertext, Kind.UPDATE, row.key_version))
         return opened
 
