@@ -76,10 +76,10 @@ class _Push:
 
 
 class Appender:
-    """One group at a time per replica. A second one in flight, on other documents,
-    made groups smaller and cost more CPU per push than it saved in waiting: one worker
-    relayed 9,600 updates/s at a p99 under 10 ms where two managed 4,800
-    (bench/relay_fanout.py), and appended 10-25 % more rows/s (bench/durable_append.py)."""
+    """One group at a time per replica. A second one in flight (on its own connection;
+    the row locks keep each document's order) gave smaller groups and no steadier p99 in
+    bench/relay_fanout.py (docs/benchmarks.md, "What would close the gaps"); with one,
+    bench/durable_append.py appended 10-25 % more rows/s (measured in an earlier session)."""
 
     def __init__(self, engine: AsyncEngine, settings: Settings, hub: Hub) -> None:
         self.engine, self.settings, self.hub = engine, settings, hub
@@ -111,7 +111,7 @@ class Appender:
 
     async def _work(self) -> None:
         while group := self._take():
-            await self._answer(group, *await self._store(group))
+            self._answer(group, *await self._store(group))
 
     def _take(self) -> list[_Push]:
         """The next group, in the order the pushes came: at most MAX_GROUP pushes, and at
@@ -138,7 +138,7 @@ class Appender:
         except Exception as exc:
             return [exc] * len(group), {}
 
-    async def _answer(
+    def _answer(
         self,
         group: list[_Push],
         outcomes: list[Outcome],
