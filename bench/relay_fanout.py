@@ -8,7 +8,8 @@ persisted nowhere. Every socket of a room (writers too) is subscribed to it, as 
 clients are; latency is measured from a writer's send to each reader's receipt.
 
 The load is open-loop: writers send at a fixed total rate, spread evenly, for a few seconds
-per step. The rate doubles while a step passes, then is bisected between the last pass and
+per step. A first step at --warmup-rate is not counted (both servers are measured warm). The
+rate then doubles while a step passes, then is bisected between the last pass and
 the first failure. A step passes when every update reached every reader, the generator kept
 its schedule, and the readers' p99 latency is at most --p99-ms. The best passing rate is the
 "sustained updates/s at p99 <= 10 ms". Then a closed-loop step (each writer keeps --window
@@ -469,8 +470,20 @@ async def measured(step: Awaitable[Step]) -> Step:
         return await step
 
 
+async def warm_up(target: Target, args: argparse.Namespace) -> None:
+    """One step that is not counted, so that both servers are measured warm: a server just
+    started (ours: an empty connection pool, Postgres backends that have prepared nothing)
+    failed its first step at a rate it passed in every later one."""
+    step = await measured(open_loop(target, args, args.warmup_rate))
+    step.mode = "warm-up, not counted"
+    report(target.name, step)
+    if not step.drained:
+        await drain_more(target, args)
+
+
 async def search(target: Target, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """Double the rate while steps pass, then bisect; the best passing step, and the peak."""
+    await warm_up(target, args)
     steps: list[Step] = []
     passed: Step | None = None
     failed: Step | None = None
@@ -586,6 +599,9 @@ def main() -> None:
     ap.add_argument("--value-bytes", type=int, default=64, help="bytes of each Yjs map value")
     ap.add_argument("--step-seconds", type=float, default=4.0)
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds of each step not measured")
+    ap.add_argument(
+        "--warmup-rate", type=float, default=800, help="updates/s of the step before the search"
+    )
     ap.add_argument("--drain-seconds", type=float, default=2.0)
     ap.add_argument("--start-rate", type=float, default=200)
     ap.add_argument("--min-rate", type=float, default=25)
