@@ -8,9 +8,9 @@ persisted nowhere. Every socket of a room (writers too) is subscribed to it, as 
 clients are; latency is measured from a writer's send to each reader's receipt.
 
 The load is open-loop: writers send at a fixed total rate, spread evenly, for a few seconds
-per step. A first step at --warmup-rate is not counted (both servers are measured warm). The
-rate then doubles while a step passes, then is bisected between the last pass and
-the first failure. A step passes when every update reached every reader, the generator kept
+per step. A first step at --warmup-rate is not counted (both servers are measured warm).
+The rate then doubles while a step passes, then is bisected between the last pass and the
+first failure. A step passes when every update reached every reader, the generator kept
 its schedule, and the readers' p99 latency is at most --p99-ms. The best passing rate is the
 "sustained updates/s at p99 <= 10 ms". Then a closed-loop step (each writer keeps --window
 updates in flight) gives the peak rate at any latency.
@@ -471,9 +471,9 @@ async def measured(step: Awaitable[Step]) -> Step:
 
 
 async def warm_up(target: Target, args: argparse.Namespace) -> None:
-    """One step that is not counted, so that both servers are measured warm: a server just
-    started (ours: an empty connection pool, Postgres backends that have prepared nothing)
-    failed its first step at a rate it passed in every later one."""
+    """One step that is not counted, so that both servers are measured warm: ours, just
+    started (an empty connection pool, Postgres backends that have prepared nothing), often
+    failed its first step at a rate that it passed in the steps after."""
     step = await measured(open_loop(target, args, args.warmup_rate))
     step.mode = "warm-up, not counted"
     report(target.name, step)

@@ -61,3 +61,19 @@ async def test_a_driver_connection_left_mid_statement_is_not_pooled(make_setting
             assert driver is not first and await driver.fetchval("SELECT 1") == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.backend("postgres")
+async def test_the_pool_hands_out_the_connection_returned_last(make_settings):
+    """The group commit runs one statement after another: it should keep one warm backend
+    (statements prepared, types known) rather than walk the whole pool (oldest idle first)."""
+    engine = create_engine(make_settings())
+    try:
+        # The second borrowed goes back first (contexts exit in reverse), the first last.
+        async with pooled_driver(engine) as last_back, pooled_driver(engine) as first_back:
+            assert first_back is not last_back
+        for _ in range(3):
+            async with pooled_driver(engine) as driver:
+                assert driver is last_back
+    finally:
+        await engine.dispose()
