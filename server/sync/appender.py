@@ -67,12 +67,9 @@ class _Push:
     doc_id: uuid.UUID
     updates: Sequence[UpdateIn]
     kinds: frozenset[str]
-    future: asyncio.Future[Appended] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    then: Then  # called with the outcome as soon as the group has committed
     rows: list[Row] = field(default_factory=list)
     fresh: list[dict[str, Any]] = field(default_factory=list)  # the rows to insert
-    then: Then | None = None  # called with the outcome as soon as the group has committed
 
 
 class Appender:
@@ -96,18 +93,16 @@ class Appender:
         doc_id: uuid.UUID,
         updates: Sequence[UpdateIn],
         kinds: frozenset[str],
-        then: Then | None = None,
-    ) -> asyncio.Future[Appended]:
+        then: Then,
+    ) -> None:
         """Queue a push behind every push queued before it, without waiting. Once its group
         has committed, ``then`` is called with the outcome, in the group's answer (so that
-        a websocket's ack leaves with the group's deliveries); without ``then``, the future
-        resolves."""
-        push = _Push(who, doc_id, updates, kinds, then=then)
+        a websocket's ack leaves with the group's deliveries)."""
+        push = _Push(who, doc_id, updates, kinds, then)
         self._waiting.append(push)
         # Alone, a push commits at once; under load, the next group grows while one commits.
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="group-commit")
-        return push.future
 
     async def _work(self) -> None:
         while group := self._take():
@@ -152,22 +147,14 @@ class Appender:
             for doc_id, head in heads.items():
                 self.hub.committed(doc_id, head, stored[doc_id])
             for push, outcome in zip(group, outcomes, strict=True):
-                result: Appended | BaseException
-                if isinstance(outcome, BaseException):
-                    result = outcome
-                else:
-                    result = Appended(outcome, push.rows)
-                if push.then is not None:
-                    try:
-                        push.then(result)
-                    except Exception:
-                        log.exception("push callback failed")
-                elif push.future.done():
-                    pass  # its waiter went away
-                elif isinstance(result, BaseException):
-                    push.future.set_exception(result)
-                else:
-                    push.future.set_result(result)
+                try:
+                    push.then(
+                        outcome
+                        if isinstance(outcome, BaseException)
+                        else Appended(outcome, push.rows)
+                    )
+                except Exception:
+                    log.exception("push callback failed")
 
     async def _statement(self, group: list[_Push]) -> tuple[list[Outcome], dict[uuid.UUID, int]]:
         """The group in one statement (Postgres, every document known): decided first with

@@ -114,7 +114,18 @@ class SyncService:
     ) -> Appended:
         """Append a batch, answering after commit (group-committed with concurrent pushes to
         the same document). A client update id seen before answers its original seq."""
-        return await asyncio.shield(self.submit(who, doc_id, updates, kinds))
+        done: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+
+        def settle(result: Appended | BaseException) -> None:
+            if done.done():
+                return  # its waiter went away
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        self.submit(who, doc_id, updates, kinds, then=settle)
+        return await asyncio.shield(done)
 
     def submit(
         self,
@@ -122,16 +133,17 @@ class SyncService:
         doc_id: uuid.UUID,
         updates: Sequence[UpdateIn],
         kinds: frozenset[str] = LOG_KINDS,
-        then: Then | None = None,
-    ) -> asyncio.Future[Appended]:
+        *,
+        then: Then,
+    ) -> None:
         """Check a batch and queue it without waiting (a websocket keeps reading while its
         pushes commit); after the commit, in the order of submission, ``then`` is called
-        with the outcome or, without it, the future resolves."""
+        with the outcome."""
         self._check_batch(updates, kinds)
         wait = self._push_buckets.take(str(who.device_id), len(updates))
         if wait:
             raise RateLimited(int(wait) + 1, "this device is pushing too fast")
-        return self.appender.submit(who, doc_id, updates, kinds, then)
+        self.appender.submit(who, doc_id, updates, kinds, then)
 
     def _check_batch(self, updates: Sequence[UpdateIn], kinds: frozenset[str]) -> None:
         limit = (
