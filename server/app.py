@@ -23,7 +23,7 @@ from server.kit.mail import Outbox, transport_for
 from server.kit.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from server.ops.controllers import OpsController
 from server.ops.logs import configure_logging
-from server.ops.metrics import Metrics
+from server.ops.metrics import Metrics, SyncCollector
 from server.ops.openapi import CompleteJsonRenderPlugin
 from server.sync.controllers import (
     DocsController,
@@ -57,6 +57,9 @@ def build_state(settings: Settings) -> State:
     sync: SyncService
     hub = Hub(broker, lambda ids: sync.heads(ids), settings.sweep_interval)
     sync = SyncService(engine, settings, hub)
+    sockets = Sockets(auth, sync, settings.ws_heartbeat)
+    metrics = Metrics()
+    metrics.registry.register(SyncCollector(hub.stats, sockets.__len__, lambda: hub.documents))
     return State(
         {
             "settings": settings,
@@ -64,12 +67,12 @@ def build_state(settings: Settings) -> State:
             "broker": broker,
             "outbox": outbox,
             "jwt": jwt_keys,
-            "metrics": Metrics(),
+            "metrics": metrics,
             "auth": auth,
             "sync": sync,
             "hub": hub,
             "tickets": Tickets(ephemeral, keyring, auth),
-            "sockets": Sockets(auth, sync, settings.ws_heartbeat),
+            "sockets": sockets,
         }
     )
 

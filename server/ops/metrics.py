@@ -1,14 +1,27 @@
-"""Prometheus metrics in a registry of the app's own, and the middleware that fills them."""
+"""Prometheus metrics in a registry of the app's own: HTTP requests by the middleware that
+fills them, and the sync path's counters read at scrape time."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from server.sync.protocol import CloseCode
+from server.sync.stats import COMMIT_BUCKETS, SyncStats
 
 log = logging.getLogger("session_sync.http")
 
@@ -67,3 +80,64 @@ class Metrics:
                 "ms": round(seconds * 1e3, 2),
             },
         )
+
+
+class SyncCollector(Collector):
+    """The sync path of this replica: sockets, group commits, bells, catch-ups and closes.
+    ``sockets`` and ``documents`` are read when scraped (live counts)."""
+
+    def __init__(
+        self, stats: SyncStats, sockets: Callable[[], int], documents: Callable[[], int]
+    ) -> None:
+        self.stats, self.sockets, self.documents = stats, sockets, documents
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield GaugeMetricFamily(
+            "session_sync_websockets", "Open sync websockets", value=self.sockets()
+        )
+        yield GaugeMetricFamily(
+            "session_sync_documents_subscribed",
+            "Documents with at least one subscribed socket on this replica",
+            value=self.documents(),
+        )
+        bounds = [*map(str, COMMIT_BUCKETS), "+Inf"]
+        yield HistogramMetricFamily(
+            "session_sync_group_commit_seconds",
+            "Group commits of the update log by duration (one commit answers many pushes)",
+            buckets=list(zip(bounds, itertools.accumulate(s.commits), strict=True)),
+            sum_value=s.commit_seconds,
+        )
+        yield CounterMetricFamily(
+            "session_sync_pushes", "Pushes answered by a group commit", value=s.pushes
+        )
+        yield CounterMetricFamily(
+            "session_sync_updates_appended", "Updates appended to the log", value=s.updates
+        )
+        yield CounterMetricFamily(
+            "session_sync_group_commit_failures",
+            "Group commits failed by a database error (their pushes were refused)",
+            value=s.failed_groups,
+        )
+        bells = CounterMetricFamily(
+            "session_sync_bells",
+            "Bells rung to other replicas (rung, failed: the broker was down; dropped: the queue "
+            "was full) and heard from them (heard)",
+            labels=["outcome"],
+        )
+        for outcome in ("rung", "failed", "dropped", "heard"):
+            bells.add_metric([outcome], s.bells[outcome])
+        yield bells
+        yield CounterMetricFamily(
+            "session_sync_catch_up_reads",
+            "Subscriptions that read the database for updates the bells did not bring",
+            value=s.catch_ups,
+        )
+        closes = CounterMetricFamily(
+            "session_sync_websocket_closes",
+            "Sync websockets closed, by close code (docs/spec/protocol.md)",
+            labels=["code", "name"],
+        )
+        for code, n in sorted(s.closes.items()):
+            closes.add_metric([str(code), CloseCode(code).name.lower()], n)
+        yield closes

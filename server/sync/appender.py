@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,7 +107,10 @@ class Appender:
 
     async def _work(self) -> None:
         while group := self._take():
-            self._answer(group, *await self._store(group))
+            started = time.perf_counter()
+            outcomes, heads = await self._store(group)
+            self.hub.stats.committed(time.perf_counter() - started, len(group))
+            self._answer(group, outcomes, heads)
 
     def _take(self) -> list[_Push]:
         """The next group, in the order the pushes came: at most MAX_GROUP pushes, and at
@@ -131,6 +135,7 @@ class Appender:
             except (repo.AlreadyStored, repo.Rerun):  # e.g. a push sent again: look it up
                 return await self._transaction(group, dedupe=True)
         except Exception as exc:
+            self.hub.stats.failed_groups += 1
             return [exc] * len(group), {}
 
     def _answer(
@@ -146,6 +151,7 @@ class Appender:
                 stored.setdefault(push.doc_id, []).extend(push.rows)
             for doc_id, head in heads.items():
                 self.hub.committed(doc_id, head, stored[doc_id])
+                self.hub.stats.updates += len(stored[doc_id])
             for push, outcome in zip(group, outcomes, strict=True):
                 try:
                     push.then(

@@ -141,6 +141,7 @@ class Connection:
         """Flush what is queued (not for a client too slow to take it), then close; neither
         step may wait on the client for long."""
         closed = self._close or Closed(p.CloseCode.NORMAL, "bye")
+        self.hub.stats.closes[closed.code] += 1
         writer = self._writer
         if closed.code == p.CloseCode.TOO_SLOW:
             self._queue.clear()

@@ -25,6 +25,7 @@ import msgspec
 
 from server.broker import Broker, Subscription
 from server.sync.repository import Row, row_fields
+from server.sync.stats import SyncStats
 
 log = logging.getLogger("session_sync.sync")
 
@@ -110,6 +111,9 @@ class Hub:
     def __init__(self, broker: Broker, heads: Heads, sweep_interval: float) -> None:
         self.replica = uuid.uuid4()
         self.frames = FrameCache()
+        # What this replica's sync path has done: the appender and every connection report
+        # here, the one object they all share; /metrics reads it.
+        self.stats = SyncStats()
         self._broker = broker
         self._heads = heads
         self._sweep_interval = sweep_interval
@@ -187,6 +191,7 @@ class Hub:
         try:
             self._bells.put_nowait((doc_id, bell))
         except asyncio.QueueFull:
+            self.stats.bells["dropped"] += 1
             log.warning("bell queue full; other replicas will catch up on their sweep")
 
     async def _ring_forever(self) -> None:
@@ -200,8 +205,10 @@ class Hub:
                 await self._broker.publish_many(
                     [(CHANNEL_PREFIX + str(doc_id), _encode(bell)) for doc_id, bell in batch]
                 )
+                self.stats.bells["rung"] += len(batch)
                 failing = False
             except Exception as exc:
+                self.stats.bells["failed"] += len(batch)
                 if not failing:
                     log.warning("bells not rung (%s); replicas catch up", type(exc).__name__)
                 failing = True
@@ -209,6 +216,7 @@ class Hub:
     async def _on_bell(self, _channel: str, data: bytes) -> None:
         if data[_REPLICA] == self.replica.bytes:
             return
+        self.stats.bells["heard"] += 1
         try:
             bell = _decode(data)
         except msgspec.DecodeError:

@@ -68,6 +68,7 @@ class DocSubscription:
             self._emit([r for r in rows if r.seq > self.cursor])
             return
         self._pending += 1
+        self.conn.hub.stats.catch_ups += 1
         self.conn.spawn(self._catch_up(head))
 
     def gone(self) -> None:

@@ -11,6 +11,7 @@ import uuid
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from server.app import create_app
@@ -22,6 +23,17 @@ from tests.sockets import SyncSocket
 
 def seqs(frames):
     return [u["seq"] for u in frames]
+
+
+async def scrape(client):
+    """/metrics as {(sample name, labels...): value}."""
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    return {
+        (sample.name, *sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture
@@ -282,6 +294,9 @@ async def test_a_slow_reader_is_disconnected_not_buffered(make_settings, smtp):
                 await reader.recv(timeout=10)
         # The close frame waits behind the full buffers; the server gives up on it in time.
         assert closed.value.rcvd is None or closed.value.rcvd.code == 4009
+        # Operators see why: the close is counted by its code.
+        closes = ("session_sync_websocket_closes_total", ("code", "4009"), ("name", "too_slow"))
+        assert (await scrape(client))[closes] == 1
 
 
 async def test_a_refused_push_frame_names_its_ref(served):
@@ -362,3 +377,37 @@ async def test_a_resent_push_in_a_group_with_new_ones(served):
     reader = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
     backlog, head = await reader.subscribe(s["doc"])
     assert [u["seq"] for u in backlog] == list(range(1, 13)) and head == 12
+
+
+async def test_metrics_count_the_sync_path(served):
+    """/metrics tells an operator what the sync path does: sockets, documents, group commits
+    and their duration, appended updates, bells and closes."""
+    s = served
+    before = await scrape(s["client"])
+    assert before[("session_sync_websockets",)] == 0
+    assert before[("session_sync_group_commit_seconds_count",)] == 0
+    phone = await SyncSocket.open(s["url"], s["phone"]["access_token"])
+    await phone.subscribe(s["doc"])
+    laptop = await SyncSocket.open(s["url"], s["laptop"]["access_token"])
+    await laptop.push(s["doc"], 1, b"a", b"b")
+    await laptop.push(s["doc"], 2, b"c")
+    await phone.until("updates")
+    m = await scrape(s["client"])
+    assert m[("session_sync_websockets",)] == 2
+    assert m[("session_sync_documents_subscribed",)] == 1
+    assert m[("session_sync_pushes_total",)] == 2
+    assert m[("session_sync_updates_appended_total",)] == 3
+    groups = m[("session_sync_group_commit_seconds_count",)]
+    assert groups == 2  # each push was acknowledged before the next was sent
+    assert m[("session_sync_group_commit_seconds_bucket", ("le", "+Inf"))] == groups
+    assert 0 < m[("session_sync_group_commit_seconds_sum",)] < 5
+    assert m[("session_sync_group_commit_failures_total",)] == 0
+    await laptop.close()
+    async with asyncio.timeout(5):  # bells are rung after the ack, by the replica's ringer
+        while (m := await scrape(s["client"]))[
+            ("session_sync_bells_total", ("outcome", "rung"))
+        ] < groups or m[("session_sync_websockets",)] != 1:
+            await asyncio.sleep(0.02)
+    assert m[("session_sync_websocket_closes_total", ("code", "1000"), ("name", "normal"))] == 1
+    assert m[("session_sync_bells_total", ("outcome", "failed"))] == 0
+    await phone.close()
