@@ -61,6 +61,7 @@ from common import (
     use_uvloop,
     write_result,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from yjs_wire import (
     HP_AUTH,
     HP_AUTH_OK,
@@ -229,6 +230,7 @@ class Target:
     closers: list[Callable[[], Any]] = field(default_factory=list)
     pg_seen: dict[int, float] = field(default_factory=dict)
     pg_total: float = 0.0
+    metrics_urls: list[str] = field(default_factory=list)  # our servers' /metrics
 
     def server_cpu(self) -> float:
         from common import cpu_delta, cpu_seconds
@@ -240,6 +242,45 @@ class Target:
             self.pg_seen = now
             total += self.pg_total
         return total
+
+    async def commits(self) -> dict[str, float] | None:
+        """Our servers' group commits so far, summed: pushes, and commits by duration
+        bucket (cumulative, by upper bound in seconds), from their /metrics."""
+        if not self.metrics_urls:
+            return None
+        total: dict[str, float] = {}
+        async with httpx.AsyncClient(timeout=10) as http:
+            for url in self.metrics_urls:
+                text = (await http.get(url)).text
+                for family in text_string_to_metric_families(text):
+                    for s in family.samples:
+                        if s.name == "session_sync_group_commit_seconds_bucket":
+                            key = s.labels["le"]
+                        elif s.name == "session_sync_pushes_total":
+                            key = "pushes"
+                        else:
+                            continue
+                        total[key] = total.get(key, 0) + s.value
+        return total
+
+
+def commit_summary(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, Any] | None:
+    """A step's group commits: how many, pushes per commit, how many took over 10 ms,
+    and the upper bound of the slowest one's bucket."""
+    if before is None or after is None:
+        return None
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    groups = delta["+Inf"]
+    bounds = sorted((float(k), v) for k, v in delta.items() if k not in ("+Inf", "pushes"))
+    slowest = next((b for b, v in bounds if v == groups), float("inf")) if groups else 0.0
+    return {
+        "commits": int(groups),
+        "pushes_per_commit": round(delta["pushes"] / groups, 1) if groups else 0.0,
+        "over_10ms": int(groups - dict(bounds).get(0.01, 0)),
+        "slowest_le_ms": slowest * 1000,
+    }
 
 
 # -- setting up each server --------------------------------------------------------------
@@ -282,6 +323,7 @@ async def setup_ours(args: argparse.Namespace, stack: Stack) -> Target:
     target = Target(name, harness, writers, args.readers, pids)
     target.db_name = stack.db_name
     target.pids.append(stack.redis.proc.pid)
+    target.metrics_urls = [server.url + "/metrics" for server in servers]
     target.closers = [w.close for w in writers] + [r.close for r in readers]
     return target
 
@@ -338,6 +380,7 @@ class Step:
     client_cpu: float
     server_cpu: float
     missing: int
+    commits: dict[str, Any] | None = None  # ours: from its /metrics (commit_summary)
 
     def row(self) -> list[Any]:
         return [
@@ -363,6 +406,7 @@ class Run:
     client_cpu: float
     server_cpu: float
     missing: int
+    commits: dict[str, Any] | None
 
 
 async def run_writers(
@@ -372,6 +416,7 @@ async def run_writers(
     h, writers = target.harness, target.writers
     acked0 = sum(w.acked for w in writers)
     sent0 = sum(w.sent for w in writers)
+    commits0 = await target.commits()
     cpu0, srv0, t0 = os.times(), target.server_cpu(), time.perf_counter()
     await asyncio.gather(*(write(w) for w in writers))
     sent = sum(w.sent for w in writers) - sent0
@@ -379,6 +424,7 @@ async def run_writers(
     drained = await drain(target, acked0 + sent, expected, args.drain_seconds)
     wall = time.perf_counter() - t0
     cpu1, srv1 = os.times(), target.server_cpu()
+    commits = commit_summary(commits0, await target.commits())
     window = args.step_seconds - args.warmup
     return Run(
         sent,
@@ -388,6 +434,7 @@ async def run_writers(
         (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
         (srv1 - srv0) / wall,
         expected - h.delivered,
+        commits,
     )
 
 
@@ -425,6 +472,7 @@ async def open_loop(target: Target, args: argparse.Namespace, rate: float) -> St
         r.client_cpu,
         r.server_cpu,
         r.missing,
+        r.commits,
     )
 
 
@@ -455,6 +503,7 @@ async def closed_loop(target: Target, args: argparse.Namespace) -> Step:
         r.client_cpu,
         r.server_cpu,
         r.missing,
+        r.commits,
     )
 
 
@@ -564,7 +613,13 @@ def report(name: str, step: Step) -> None:
         f"  p50 {lat['p50_ms']:>7.2f} ms  p99 {lat['p99_ms']:>8.2f} ms"
         f"  {'PASS' if step.ok else 'fail'}{'' if step.drained else ' (not drained)'}"
         f"{'' if step.on_schedule else ' (generator behind)'}"
-        f"  cpu client {step.client_cpu:.0%} server {step.server_cpu:.0%}",
+        f"  cpu client {step.client_cpu:.0%} server {step.server_cpu:.0%}"
+        + (
+            f"  commits {c['commits']} ({c['pushes_per_commit']} pushes each),"
+            f" {c['over_10ms']} over 10 ms, slowest <= {c['slowest_le_ms']:g} ms"
+            if (c := step.commits)
+            else ""
+        ),
         flush=True,
     )
 
