@@ -59,7 +59,7 @@ def build_state(settings: Settings) -> State:
     sync = SyncService(engine, settings, hub)
     sockets = Sockets(auth, sync, settings.ws_heartbeat)
     metrics = Metrics()
-    metrics.registry.register(SyncCollector(hub.stats, sockets.__len__, lambda: hub.documents))
+    metrics.registry.register(SyncCollector(hub.stats, lambda: len(sockets), lambda: hub.documents))
     return State(
         {
             "settings": settings,
