@@ -143,7 +143,7 @@ async def fill(db_url: str, doc: str, device: str, n: int, size: int) -> int:
 
 async def rest(
     http: httpx.AsyncClient, doc: str, token: str, form: str, prefetch: bool
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Pages of 5,000 in one of the FORMS. With ``prefetch`` the next page (the answer's
     `Link: rel="next"`) is asked for as soon as this one's headers are in, and this one is
     read and decoded meanwhile: two requests in flight."""
@@ -270,8 +270,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             before = [await timed("raw asyncpg", n, lambda: raw(pool, doc))]
             before += [await timed(label, n, path(label)) for label in PATHS]
-            for r in before:
-                assert r["rows"] == args.updates, r
+            for timing in before:
+                assert timing["rows"] == args.updates, timing
             snapshot = os.urandom(args.snapshot_bytes)
             r = await http.put(
                 f"/v1/docs/{doc}/snapshot",
@@ -283,8 +283,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             r.raise_for_status()
             print(f"snapshot of {args.snapshot_bytes:,} bytes up to {args.updates:,} stored")
             after = [await timed(f"after compaction: {label}", n, path(label)) for label in PATHS]
-            for r in after:
-                assert r["rows"] == 0, r
+            for timing in after:
+                assert timing["rows"] == 0, timing
             await pool.close()
     return {"before": before, "after": after, "log_bytes": nbytes}
 
