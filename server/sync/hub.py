@@ -176,11 +176,11 @@ class Hub:
         )
         self._ring(doc_id, bell)
 
-    async def deleted(self, doc_id: uuid.UUID) -> None:
+    def deleted(self, doc_id: uuid.UUID) -> None:
         self._gone(doc_id)
         self._ring(doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, deleted=True))
 
-    async def presence(self, doc_id: uuid.UUID, device: uuid.UUID, data: bytes) -> None:
+    def presence(self, doc_id: uuid.UUID, device: uuid.UUID, data: bytes) -> None:
         self._presence(doc_id, device, data)
         self._ring(
             doc_id, Bell(self.replica.bytes, doc_id.bytes, 0, None, presence=(device.bytes, data))

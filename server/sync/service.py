@@ -89,7 +89,7 @@ class SyncService:
     async def delete(self, who: Principal, doc_id: uuid.UUID) -> None:
         async with self.db.begin() as session:
             await repo.delete_doc(session, await self._doc(session, who, doc_id, lock=True))
-        await self.hub.deleted(doc_id)
+        self.hub.deleted(doc_id)
 
     async def authorize(self, who: Principal, doc_id: uuid.UUID) -> None:
         """NotFound unless ``who`` may read and write the document (one statement, outside a

@@ -117,7 +117,7 @@ class DocSubscription:
         now = time.monotonic()
         if self._presence_out is None and now - self._presence_at >= interval:
             self._presence_at = now
-            self.conn.spawn(self._relay_presence(data))
+            self._relay_presence(data)
             return
         if self._presence_out is None:
             self.conn.spawn(self._flush_presence(self._presence_at + interval - now))
@@ -128,9 +128,9 @@ class DocSubscription:
         data, self._presence_out = self._presence_out, None
         if data is not None:
             self._presence_at = time.monotonic()
-            await self._relay_presence(data)
+            self._relay_presence(data)
 
-    async def _relay_presence(self, data: bytes) -> None:
+    def _relay_presence(self, data: bytes) -> None:
         device = self.conn.device_id
         if device is not None:
-            await self.conn.hub.presence(self.doc_id, device, data)
+            self.conn.hub.presence(self.doc_id, device, data)
