@@ -11,7 +11,7 @@ from yjs_wire import MapWriter, update_id
 
 
 def main() -> None:
-    doc = Doc()
+    doc: Doc[Map[bytes]] = Doc()
     root = doc.get("m", type=Map)
     writers = [MapWriter(1000 + n, f"w{n}") for n in range(3)]
     for step in range(50):
@@ -22,7 +22,7 @@ def main() -> None:
             doc.apply_update(update)
             assert root[w.key] == value, (step, w.key)
     # The same state, encoded by Yrs, applies on a fresh document too.
-    fresh = Doc()
+    fresh: Doc[Map[bytes]] = Doc()
     fresh.apply_update(doc.get_update())
     assert dict(fresh.get("m", type=Map)) == dict(root)
     print("ok: 150 hand-made Yjs updates applied by pycrdt", len(doc.get_update()), "bytes state")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -528,7 +528,7 @@ class SyncClient:
 
         ws = await connect(ws_url, subprotocols=[SUBPROTOCOL], **WS_OPTIONS)  # type: ignore[list-item]
         await ws.send(encode({"type": "hello", "token": token}))
-        welcome = decode_frame(await ws.recv())
+        welcome = decode_frame(cast(bytes, await ws.recv()))
         if welcome.type != "welcome":
             raise RuntimeError(f"expected welcome, got {welcome}")
         client = cls(ws)
@@ -612,6 +612,29 @@ class Hocuspocus:
         if self.redis_port is not None:
             argv.append(str(self.redis_port))
         self.proc = spawn(self.name, argv, dict(os.environ), stdin=True)
+        wait_port(self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+
+class BareRelay:
+    """bench/tools/bare_relay.py: a Python relay on our websocket stack that stores nothing,
+    speaking Hocuspocus's protocol (the relay's ceiling on this stack; relay_fanout --ceiling)."""
+
+    def __init__(self, name: str = "bare-relay") -> None:
+        self.name, self.port = name, free_port()
+        self.proc: Proc | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}"
+
+    def start(self) -> BareRelay:
+        tool = BENCH / "tools" / "bare_relay.py"
+        self.proc = spawn(self.name, [sys.executable, str(tool), str(self.port)], dict(os.environ))
         wait_port(self.port, 20, self.proc)
         return self
 

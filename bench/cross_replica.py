@@ -204,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await writer.run(args.rate, args.seconds)
         n = writer.counter
         await wait_for(lambda: len(remote.latency) >= n and len(local.latency) >= n, 10)
-        steady = {
+        steady: dict[str, Any] = {
             "raw_redis": raw,
             "raw_commit": commit,
             "same_replica": summary_ms(list(local.latency.values())),

@@ -135,12 +135,13 @@ async def measure_ours(args: argparse.Namespace) -> dict[str, Any]:
 class HPIdle:
     def __init__(self, ws: Any) -> None:
         self.ws = ws
+        self.task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str, doc: str) -> HPIdle:
         from websockets.asyncio.client import connect
 
-        ws = await connect(url, **WS_OPTIONS)
+        ws: Any = await connect(url, **WS_OPTIONS)
         await ws.send(hp_auth(doc, "bench"))
         while True:
             kind, sub, _ = hp_parse(await asyncio.wait_for(ws.recv(), 30))
@@ -166,7 +167,8 @@ class HPIdle:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close()
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def measure_peer(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import random
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from typing import Any
 import httpx
 from common import (
     WS_OPTIONS,
+    BareRelay,
     Hocuspocus,
     RedisServer,
     ServerFrame,
@@ -329,9 +331,13 @@ async def setup_ours(args: argparse.Namespace, stack: Stack) -> Target:
 
 
 async def setup_peer(
-    args: argparse.Namespace, peers: list[Hocuspocus], redis: RedisServer | None
+    args: argparse.Namespace,
+    peers: list[Hocuspocus] | list[BareRelay],
+    redis: RedisServer | None,
+    name: str,
 ) -> Target:
-    """The same rooms on Hocuspocus, spread over its replicas as ours are over ours."""
+    """The same rooms on Hocuspocus (or the bare relay), spread over its replicas as ours
+    are over ours."""
     harness = Harness()
     writers: list[Writer] = []
     readers: list[HPSocket] = []
@@ -350,9 +356,6 @@ async def setup_peer(
     pids = [hp.proc.pid for hp in peers if hp.proc is not None]
     if redis is not None and redis.proc is not None:
         pids.append(redis.proc.pid)
-    name = f"Hocuspocus {hp_version()}"
-    if len(peers) > 1:
-        name += f" x{len(peers)} + Redis extension"
     target = Target(name, harness, writers, args.readers, pids)
     target.closers = [w.close for w in writers] + [r.close for r in readers]
     return target
@@ -380,6 +383,7 @@ class Step:
     client_cpu: float
     server_cpu: float
     missing: int
+    server_us: float  # the server's CPU per update sent, microseconds (ours: with PG, Redis)
     commits: dict[str, Any] | None = None  # ours: from its /metrics (commit_summary)
 
     def row(self) -> list[Any]:
@@ -406,6 +410,7 @@ class Run:
     client_cpu: float
     server_cpu: float
     missing: int
+    server_us: float
     commits: dict[str, Any] | None
 
 
@@ -434,6 +439,7 @@ async def run_writers(
         (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
         (srv1 - srv0) / wall,
         expected - h.delivered,
+        (srv1 - srv0) / max(sent, 1) * 1e6,
         commits,
     )
 
@@ -472,6 +478,7 @@ async def open_loop(target: Target, args: argparse.Namespace, rate: float) -> St
         r.client_cpu,
         r.server_cpu,
         r.missing,
+        r.server_us,
         r.commits,
     )
 
@@ -484,7 +491,12 @@ async def closed_loop(target: Target, args: argparse.Namespace) -> Step:
 
     async def write(w: Writer) -> None:
         credit = asyncio.Semaphore(args.window)
-        w.on_ack = lambda n: [credit.release() for _ in range(n)] and None
+
+        def release(n: int) -> None:
+            for _ in range(n):
+                credit.release()
+
+        w.on_ack = release
         while time.perf_counter() < end:
             await credit.acquire()
             await w.send_next()
@@ -503,6 +515,7 @@ async def closed_loop(target: Target, args: argparse.Namespace) -> Step:
         r.client_cpu,
         r.server_cpu,
         r.missing,
+        r.server_us,
         r.commits,
     )
 
@@ -580,6 +593,38 @@ async def search(target: Target, args: argparse.Namespace, deadline: float) -> d
     }
 
 
+async def fixed_rates(target: Target, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
+    """--rates: each rate --tries times, no search; what each server spends per update
+    at the same load (the median of the tries)."""
+    await warm_up(target, args)
+    steps: list[Step] = []
+    by_rate: list[dict[str, Any]] = []
+    for rate in args.rates:
+        mine: list[Step] = []
+        for _ in range(args.tries):
+            if time.monotonic() > deadline:
+                break
+            if steps and not steps[-1].drained and not await drain_more(target, args):
+                break
+            step = await measured(open_loop(target, args, rate))
+            report(target.name, step)
+            steps.append(step)
+            mine.append(step)
+        if mine:
+            by_rate.append(
+                {
+                    "rate": rate,
+                    "passed": sum(s.ok for s in mine),
+                    "tries": len(mine),
+                    "p50_ms": statistics.median(s.latency["p50_ms"] for s in mine),
+                    "p99_ms": statistics.median(s.latency["p99_ms"] for s in mine),
+                    "server_us": statistics.median(s.server_us for s in mine),
+                    "client_cpu": statistics.median(s.client_cpu for s in mine),
+                }
+            )
+    return {"server": target.name, "rates": by_rate, "steps": [s.__dict__ for s in steps]}
+
+
 async def decide(target: Target, args: argparse.Namespace, rate: float, steps: list[Step]) -> Step:
     """One rate, by the majority of up to ``args.tries`` steps; each is added to ``steps``.
     A step that did not drain (the server fell behind) decides at once. The step returned
@@ -614,6 +659,7 @@ def report(name: str, step: Step) -> None:
         f"  {'PASS' if step.ok else 'fail'}{'' if step.drained else ' (not drained)'}"
         f"{'' if step.on_schedule else ' (generator behind)'}"
         f"  cpu client {step.client_cpu:.0%} server {step.server_cpu:.0%}"
+        f" ({step.server_us:.0f} us/update)"
         + (
             f"  commits {c['commits']} ({c['pushes_per_commit']} pushes each),"
             f" {c['over_10ms']} over 10 ms, slowest <= {c['slowest_le_ms']:g} ms"
@@ -628,16 +674,17 @@ def report(name: str, step: Step) -> None:
 
 
 async def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
-    deadline = time.monotonic() + args.budget - 20
+    end = time.monotonic() + args.budget - 20
+    share = (end - time.monotonic()) / (3 if args.ceiling else 2)  # each server's time
+    measure = fixed_rates if args.rates else search
     results: dict[str, Any] = {}
-    half = (deadline - time.monotonic()) / 2
     if args.only in (None, "ours"):
         async with Stack("relay") as stack:
             target = await setup_ours(args, stack)
             print(
                 f"session-sync: {len(target.writers)} writers, {args.rooms * args.readers} readers"
             )
-            results["ours"] = await search(target, args, time.monotonic() + half)
+            results["ours"] = await measure(target, args, time.monotonic() + share)
             for close in target.closers:
                 await close()
     if args.only in (None, "peer"):
@@ -648,11 +695,14 @@ async def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
         try:
             for hp in peers:
                 hp.start()
-            target = await setup_peer(args, peers, redis)
+            name = f"Hocuspocus {hp_version()}"
+            if len(peers) > 1:
+                name += f" x{len(peers)} + Redis extension"
+            target = await setup_peer(args, peers, redis, name)
             print(
                 f"{target.name}: {len(target.writers)} writers, {args.rooms * args.readers} readers"
             )
-            results["peer"] = await search(target, args, deadline)
+            results["peer"] = await measure(target, args, end - share if args.ceiling else end)
             for close in target.closers:
                 await close()
         finally:
@@ -660,6 +710,16 @@ async def run(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
                 hp.stop()
             if redis is not None:
                 redis.stop()
+    if args.ceiling:
+        bare = BareRelay().start()
+        try:
+            target = await setup_peer(args, [bare], None, "bare Python relay")
+            print(f"{target.name} (stores nothing): the ceiling of our stack")
+            results["ceiling"] = await measure(target, args, end)
+            for close in target.closers:
+                await close()
+        finally:
+            bare.stop()
     return results
 
 
@@ -681,20 +741,60 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=2, help="bisection steps after the first fail")
     ap.add_argument("--p99-ms", type=float, default=10.0)
     ap.add_argument("--tries", type=int, default=3, help="steps per rate; the majority decides")
+    ap.add_argument(
+        "--rates",
+        type=lambda text: [float(r) for r in text.split(",")],
+        help="no search: these open-loop rates (comma separated), --tries steps each",
+    )
     ap.add_argument("--window", type=int, default=4, help="in flight per writer, closed loop")
     ap.add_argument(
         "--replicas", type=int, default=1, help="our servers, each room spread over them"
     )
     ap.add_argument("--only", choices=["ours", "peer"])
-    ap.add_argument("--budget", type=float, default=420, help="seconds before it stops itself")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure bench/tools/bare_relay.py: a Python relay on our stack storing nothing",
+    )
+    ap.add_argument("--budget", type=float, help="seconds before it stops itself (420, 630)")
     args = ap.parse_args()
+    if args.budget is None:
+        args.budget = 630 if args.ceiling else 420
     install_guards(args.budget)
     info = machine()
     use_uvloop()
     results = asyncio.run(run(args, info))
-    ours, peer = results.get("ours"), results.get("peer")
+    print("results:", write_result("relay_fanout", summarize(args, info, results)))
+    sys.stdout.flush()
+
+
+def summarize(
+    args: argparse.Namespace, info: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    """Print the table (and ratios) of a run; what goes into its JSON."""
+    summary: dict[str, Any] = {"command": command_line(), "args": vars(args), "machine": info}
+    summary |= results
+    if args.rates:
+        rows = [
+            [
+                r["server"],
+                round(x["rate"]),
+                f"{x['passed']}/{x['tries']}",
+                x["p50_ms"],
+                x["p99_ms"],
+                round(x["server_us"]),
+                f"{x['client_cpu']:.0%}",
+            ]
+            for r in results.values()
+            for x in r["rates"]
+        ]
+        heads = ["server", "updates/s", "passed", "p50 ms", "p99 ms", "server CPU us/update"]
+        print()
+        print(table([*heads, "generator CPU"], rows))
+        return summary
+    ours, peer, ceiling = results.get("ours"), results.get("peer"), results.get("ceiling")
     rows = []
-    for r in (ours, peer):
+    for r in (ours, peer, ceiling):
         if r:
             sl = r["sustained_latency"] or {"p50_ms": "-", "p99_ms": "-"}
             pl = r["peak_latency"] or {"p50_ms": "-", "p99_ms": "-"}
@@ -724,8 +824,6 @@ def main() -> None:
             rows,
         )
     )
-    summary: dict[str, Any] = {"command": command_line(), "args": vars(args), "machine": info}
-    summary |= results
     if ours and peer:
         summary["ratio_sustained"] = ratio(ours["sustained_rate"], peer["sustained_rate"])
         summary["ratio_peak"] = ratio(ours["peak_rate"] or 0, peer["peak_rate"] or 0)
@@ -734,8 +832,16 @@ def main() -> None:
             f"\nours / Hocuspocus, sustained: {summary['ratio_sustained']}x "
             f"(target >= 1.5x: {'MET' if met else 'NOT MET'}); peak: {summary['ratio_peak']}x"
         )
-    print("results:", write_result("relay_fanout", summary))
-    sys.stdout.flush()
+    if ceiling and peer:
+        summary["ceiling_ratio_sustained"] = ratio(
+            ceiling["sustained_rate"], peer["sustained_rate"]
+        )
+        summary["ceiling_ratio_peak"] = ratio(ceiling["peak_rate"] or 0, peer["peak_rate"] or 0)
+        print(
+            f"bare Python relay / Hocuspocus, sustained: {summary['ceiling_ratio_sustained']}x;"
+            f" peak: {summary['ceiling_ratio_peak']}x (what any server on our stack could reach)"
+        )
+    return summary
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ async def peer(url: str, stack: Stack, edits: int, every: int) -> dict[str, Any]
         token = r.json()["access_token"]
         doc = (await http.post("/v1/docs", json={"kind": "canvas"}, headers=auth(token))).json()
         doc_id = doc["doc_id"]
-        canvas, pending, agents = Canvas(), [], []
+        canvas, pending, agents = Canvas(), [], list[str]()
         sub = canvas.doc.observe(lambda e: pending.append(e.update))
 
         async def push() -> None:
@@ -121,7 +121,8 @@ async def peer(url: str, stack: Stack, edits: int, every: int) -> dict[str, Any]
 
         # Read as the SDK reads: the compact form, pages of 5,000 (docs/spec/api.md).
         started = time.perf_counter()
-        other, after, more = pycrdt.Doc(), 0, True
+        other: pycrdt.Doc[Any] = pycrdt.Doc()
+        after, more = 0, True
         while more:
             response = await http.get(
                 f"/v1/docs/{doc_id}/updates",
@@ -142,7 +143,8 @@ async def main() -> None:
     parser.add_argument("--budget", type=float, default=170)
     args = parser.parse_args()
     install_guards(args.budget)
-    rows, result = [], {"command": command_line(), "args": vars(args), "machine": machine()}
+    rows: list[list[Any]] = []
+    result: dict[str, Any] = {"command": command_line(), "args": vars(args), "machine": machine()}
     async with Stack("sdk") as stack:
         url = stack.server().url
         with tempfile.TemporaryDirectory() as tmp:
