@@ -22,6 +22,7 @@ import uvicorn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
+from bare_ws_app import lifespan  # noqa: E402
 from yjs_wire import (  # noqa: E402
     HP_AUTH,
     HP_AUTH_OK,
@@ -74,9 +75,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         await relay(scope, receive, send)
     elif scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
 
 
 if __name__ == "__main__":

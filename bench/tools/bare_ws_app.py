@@ -13,11 +13,16 @@ from typing import Any
 import uvicorn
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """Start up, then wait for the shutdown (uvicorn with ``lifespan="on"``)."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
         return
     if scope["type"] != "websocket":
         await send({"type": "http.response.start", "status": 404, "headers": []})
