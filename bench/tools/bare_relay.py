@@ -22,7 +22,7 @@ import uvicorn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
-from bare_ws_app import lifespan  # noqa: E402
+from bare_ws_app import app as bare_app  # noqa: E402
 from yjs_wire import (  # noqa: E402
     HP_AUTH,
     HP_AUTH_OK,
@@ -74,8 +74,8 @@ async def relay(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         await relay(scope, receive, send)
-    elif scope["type"] == "lifespan":
-        await lifespan(receive, send)
+    else:  # the lifespan, and a 404 for plain HTTP
+        await bare_app(scope, receive, send)
 
 
 if __name__ == "__main__":

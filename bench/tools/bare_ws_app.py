@@ -13,16 +13,11 @@ from typing import Any
 import uvicorn
 
 
-async def lifespan(receive: Any, send: Any) -> None:
-    """Start up, then wait for the shutdown (uvicorn with ``lifespan="on"``)."""
-    while (await receive())["type"] != "lifespan.shutdown":
-        await send({"type": "lifespan.startup.complete"})
-    await send({"type": "lifespan.shutdown.complete"})
-
-
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        await lifespan(receive, send)
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
         return
     if scope["type"] != "websocket":
         await send({"type": "http.response.start", "status": 404, "headers": []})
