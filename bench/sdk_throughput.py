@@ -90,7 +90,8 @@ async def peer(url: str, stack: Stack, edits: int, every: int) -> dict[str, Any]
         token = r.json()["access_token"]
         doc = (await http.post("/v1/docs", json={"kind": "canvas"}, headers=auth(token))).json()
         doc_id = doc["doc_id"]
-        canvas, pending, agents = Canvas(), [], list[str]()
+        canvas, pending = Canvas(), []
+        agents: list[str] = []
         sub = canvas.doc.observe(lambda e: pending.append(e.update))
 
         async def push() -> None:
